@@ -1,0 +1,172 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/shardhub/shardhub/engine"
+	"github.com/shardhub/shardhub/engine/server"
+)
+
+func init() { register("serve", "run the WebSocket server", runServe) }
+
+// serveFlags holds `shardhub serve` settings; every flag can also come from
+// SHARDHUB_<FLAG_NAME>.
+type serveFlags struct {
+	addr, token, apiToken, origins, logLevel, logFormat string
+	pprof                                               bool
+	cfg                                                 engine.Config
+	drain                                               time.Duration
+}
+
+func (f *serveFlags) define(fs *flag.FlagSet) {
+	d := engine.Config{}
+	fs.StringVar(&f.addr, "addr", ":8080", "listen address")
+	fs.IntVar(&f.cfg.Shards, "shards", d.Shards, "hub shards (0 = 4 × GOMAXPROCS)")
+	fs.IntVar(&f.cfg.BroadcastQueue, "broadcast-queue", engine.DefaultBroadcastQueue, "broadcast queue capacity; full = drop and count")
+	fs.IntVar(&f.cfg.ShardInbox, "shard-inbox", engine.DefaultShardInbox, "per-shard delivery inbox capacity")
+	fs.IntVar(&f.cfg.ConnQueueMessages, "conn-queue-messages", engine.DefaultConnQueueMessages, "frames that may wait for one connection before it is evicted")
+	fs.IntVar(&f.cfg.ConnQueueBytes, "conn-queue-bytes", engine.DefaultConnQueueBytes, "bytes that may wait for one connection before it is evicted")
+	fs.IntVar(&f.cfg.MaxMessageSize, "max-message-size", engine.DefaultMaxMessageSize, "largest inbound message and published payload in bytes (bigger inbound → close 1009)")
+	fs.IntVar(&f.cfg.ReadBufferSize, "read-buffer", engine.DefaultReadBufferSize, "per-connection read buffer in bytes")
+	fs.IntVar(&f.cfg.MaxSubscriptions, "max-subscriptions", engine.DefaultMaxSubscriptions, "channels one connection may subscribe to")
+	fs.DurationVar(&f.cfg.PingInterval, "ping-interval", engine.DefaultPingInterval, "ping period (negative disables pings and read deadlines)")
+	fs.DurationVar(&f.cfg.PongWait, "pong-wait", engine.DefaultPongWait, "close a connection silent for this long")
+	fs.DurationVar(&f.cfg.WriteTimeout, "write-timeout", engine.DefaultWriteTimeout, "bound on one blocking write to a slow connection")
+	fs.DurationVar(&f.cfg.ShutdownGrace, "shutdown-grace", engine.DefaultShutdownGrace, "how long shutdown waits for connections to leave after close 1001")
+	fs.Float64Var(&f.cfg.InboundRate, "inbound-rate", engine.DefaultInboundRate, "inbound messages per second per connection (negative disables)")
+	fs.IntVar(&f.cfg.InboundBurst, "inbound-burst", engine.DefaultInboundBurst, "inbound burst per connection")
+	fs.StringVar(&f.origins, "allowed-origins", "", "comma-separated extra browser origins allowed to connect (\"*\" = any); same-origin is always allowed")
+	fs.StringVar(&f.token, "token", "", "when set, clients must present it to connect (?token= or Authorization: Bearer)")
+	fs.StringVar(&f.apiToken, "api-token", "", "when set, /api/broadcast, /api/publish and /api/send require Authorization: Bearer <token>")
+	fs.StringVar(&f.cfg.InstanceID, "instance-id", "", "instance id in a cluster (default random)")
+	fs.BoolVar(&f.pprof, "pprof", false, "serve net/http/pprof under /debug/pprof/")
+	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
+	fs.DurationVar(&f.drain, "shutdown-timeout", 10*time.Second, "how long SIGINT/SIGTERM waits for a graceful shutdown")
+}
+
+func newLogger(level, format string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format: %q is neither text nor json", format)
+}
+
+// tokenAuth returns an Authenticate hook accepting clients that present token.
+func tokenAuth(token string) func(*http.Request) (string, error) {
+	return func(r *http.Request) (string, error) {
+		got := r.URL.Query().Get("token")
+		if got == "" {
+			got = strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+		}
+		if got != token {
+			return "", errors.New("missing or wrong token")
+		}
+		return "", nil
+	}
+}
+
+func runServe(args []string) int {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	var f serveFlags
+	f.define(fs)
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: shardhub serve [flags]\n\nEvery flag can also be set with SHARDHUB_<FLAG> (e.g. SHARDHUB_ADDR=:9000).\n\nflags:")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if err := applyEnv(fs, "SHARDHUB_"); err != nil {
+		fmt.Fprintln(os.Stderr, "shardhub serve:", err)
+		return 2
+	}
+	log, err := newLogger(f.logLevel, f.logFormat)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "shardhub serve:", err)
+		return 2
+	}
+	cfg := f.cfg
+	cfg.Logger = log
+	if f.origins != "" {
+		for _, o := range strings.Split(f.origins, ",") {
+			cfg.AllowedOrigins = append(cfg.AllowedOrigins, strings.TrimSpace(o))
+		}
+	}
+	if f.token != "" {
+		cfg.Authenticate = tokenAuth(f.token)
+	}
+	if err := cfg.Validate(); err != nil {
+		fmt.Fprintln(os.Stderr, "shardhub serve:", err)
+		return 2
+	}
+	ln, err := net.Listen("tcp", f.addr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "shardhub serve:", err)
+		return 1
+	}
+	e, err := engine.New(cfg)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "shardhub serve:", err)
+		return 1
+	}
+	srv := &http.Server{
+		Handler:           server.Handler(e, server.Options{APIToken: f.apiToken, Pprof: f.pprof, Logger: log}),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	log.Info("shardhub: serving", "addr", ln.Addr().String(), "shards", e.NumShards(), "instance", e.InstanceID(),
+		"ws", "ws://"+displayAddr(ln.Addr())+"/ws", "version", version())
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		log.Error("shardhub: server stopped", "err", err)
+		return 1
+	case <-ctx.Done():
+	}
+	stop()
+	log.Info("shardhub: shutting down", "connections", e.Connections())
+	sctx, cancel := context.WithTimeout(context.Background(), f.drain)
+	defer cancel()
+	_ = srv.Shutdown(sctx) // stops accepting; hijacked WebSocket conns are the engine's
+	if err := e.Shutdown(sctx); err != nil {
+		log.Error("shardhub: shutdown incomplete", "err", err)
+		return 1
+	}
+	log.Info("shardhub: stopped")
+	return 0
+}
+
+func displayAddr(a net.Addr) string {
+	s := a.String()
+	if strings.HasPrefix(s, "[::]:") {
+		return "localhost:" + strings.TrimPrefix(s, "[::]:")
+	}
+	if strings.HasPrefix(s, "0.0.0.0:") {
+		return "localhost:" + strings.TrimPrefix(s, "0.0.0.0:")
+	}
+	return s
+}

@@ -1,0 +1,291 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"net"
+	"time"
+
+	"github.com/lxzan/gws"
+
+	"github.com/shardhub/shardhub/engine/frame"
+	"github.com/shardhub/shardhub/engine/transport"
+	"github.com/shardhub/shardhub/shard"
+)
+
+// Conn is one client connection. Its methods are safe for concurrent use.
+//
+// A WebSocket Conn has one goroutine of its own, the read loop, which runs the
+// hooks, the Authorizer and the protocol for that connection; writes are made by
+// the shard (or a short-lived drain goroutine while the socket is backed up).
+type Conn struct {
+	sc    shard.Conn // write side; registered with shard
+	e     *Engine
+	shard *shard.Shard
+	ws    *gws.Conn // nil for an attached connection
+	wire  wire      // the net.Conn handed to gws; routes its writes through sc
+	user  string
+	addr  net.Addr
+
+	// Owned by the read goroutine.
+	bucket     tokenBucket
+	violations int
+	deadline   int64 // unix second of the last read-deadline extension
+}
+
+func (e *Engine) newConn(id string, t transport.Transport) *Conn {
+	c := &Conn{e: e, shard: e.shardFor(id)}
+	c.sc.Init(id, t)
+	c.sc.Value = c
+	if e.cfg.InboundRate > 0 {
+		c.bucket.init(e.cfg.InboundBurst)
+	}
+	return c
+}
+
+// ID returns the connection id, unique in the cluster.
+func (c *Conn) ID() string { return c.sc.ID() }
+
+// UserID returns the id Config.Authenticate gave the client, or "".
+func (c *Conn) UserID() string { return c.user }
+
+// RemoteAddr returns the peer address, or nil for an attached connection.
+func (c *Conn) RemoteAddr() net.Addr { return c.addr }
+
+// Engine returns the engine the connection belongs to.
+func (c *Conn) Engine() *Engine { return c.e }
+
+// Subscribe subscribes the connection to channel, bypassing the Authorizer (the
+// server decides). It reports whether it was a new subscription.
+func (c *Conn) Subscribe(channel string) (bool, error) {
+	if !c.e.ValidChannel(channel) {
+		return false, ErrInvalidChannel
+	}
+	return c.shard.Subscribe(&c.sc, channel)
+}
+
+// Unsubscribe removes the connection from channel and reports whether it was
+// subscribed.
+func (c *Conn) Unsubscribe(channel string) bool {
+	return c.shard.Unsubscribe(&c.sc, channel)
+}
+
+// Send sends data to this connection as a private message from the server.
+func (c *Conn) Send(data []byte) error {
+	if err := c.e.checkPayload(data); err != nil {
+		return err
+	}
+	f := frame.New(len(data) + 40)
+	f.SetPayload(c.e.codec.AppendPrivate(f.Payload(), "", data))
+	f.Seal(c.e.codec.Opcode())
+	err := c.sc.Send(f)
+	f.Release()
+	return err
+}
+
+// Close sends a close frame with code and reason, then closes the connection.
+func (c *Conn) Close(code uint16, reason string) {
+	c.sc.Close(code, reason)
+	if c.ws == nil {
+		c.shard.Unregister(&c.sc) // no read loop will notice the close
+	}
+}
+
+// register records the connection in its shard.
+func (c *Conn) register() error {
+	if err := c.shard.Register(&c.sc); err != nil {
+		if errors.Is(err, shard.ErrDuplicateID) {
+			return ErrDuplicateConn
+		}
+		return ErrShutdown
+	}
+	if c.e.router != nil {
+		c.e.router.ConnAdded(c.ID())
+	}
+	return nil
+}
+
+// sendFrame encodes a message with enc and sends it to this connection only.
+func (c *Conn) sendEncoded(sizeHint int, enc func([]byte) []byte) {
+	f := frame.New(sizeHint)
+	f.SetPayload(enc(f.Payload()))
+	f.Seal(c.e.codec.Opcode())
+	_ = c.sc.Send(f)
+	f.Release()
+}
+
+func (c *Conn) reply(r *Reply) {
+	c.sendEncoded(len(r.Reason)+len(r.Channel)+len(r.ID)+64, func(b []byte) []byte {
+		return c.e.codec.AppendReply(b, r)
+	})
+}
+
+// fail answers a request with an error reply and counts it.
+func (c *Conn) fail(id []byte, code ErrorCode, reason string) {
+	c.e.metrics.countError(code)
+	c.reply(&Reply{Type: ReplyError, ID: id, Code: code, Reason: reason})
+}
+
+// handle runs one inbound data message. Called on the read goroutine.
+func (c *Conn) handle(msg []byte) {
+	e := c.e
+	e.metrics.messagesIn.Inc()
+	if e.cfg.InboundRate > 0 && !c.bucket.allow(time.Now(), e.cfg.InboundRate, e.cfg.InboundBurst) {
+		c.violations++
+		if c.violations > e.cfg.InboundBurst {
+			e.metrics.countError(CodeRateLimited)
+			e.cfg.Logger.Warn("shardhub: closing connection over its inbound rate limit",
+				"conn", c.ID(), "rate", e.cfg.InboundRate, "burst", e.cfg.InboundBurst)
+			c.closeWith(ClosePolicyViolation, "inbound rate limit exceeded")
+			return
+		}
+		c.fail(nil, CodeRateLimited, "inbound rate limit exceeded; message dropped")
+		return
+	}
+	c.violations = 0
+	if h := e.cfg.Hooks.OnMessage; h != nil && h(c, msg) {
+		return
+	}
+	var req Request
+	if err := e.codec.Decode(msg, &req); err != nil {
+		code := ErrorCodeOf(err)
+		var ce *CodecError
+		reason := err.Error()
+		if errors.As(err, &ce) {
+			reason = ce.Reason
+		}
+		e.cfg.Logger.Debug("shardhub: bad client message", "conn", c.ID(), "code", code, "reason", reason)
+		c.fail(req.ID, code, reason)
+		return
+	}
+	e.metrics.countRequest(req.Type)
+	switch req.Type {
+	case RequestSubscribe:
+		c.handleSubscribe(&req)
+	case RequestUnsubscribe:
+		if !e.ValidChannel(req.Channel) {
+			c.fail(req.ID, CodeBadChannel, "invalid channel name")
+			return
+		}
+		c.Unsubscribe(req.Channel)
+		c.reply(&Reply{Type: ReplyUnsubscribed, ID: req.ID, Channel: req.Channel})
+	case RequestPublish:
+		c.handlePublish(&req)
+	case RequestSend:
+		c.handleSend(&req)
+	}
+}
+
+func (c *Conn) authorize(req AuthRequest, id []byte) bool {
+	az := c.e.cfg.Authorizer
+	if az == nil {
+		return true
+	}
+	err := az(context.Background(), req)
+	if err == nil {
+		return true
+	}
+	c.e.metrics.authDenials.Inc()
+	c.e.cfg.Logger.Info("shardhub: authorizer denied", "conn", c.ID(), "user", c.user,
+		"action", req.Action.String(), "channel", req.Channel, "err", err)
+	c.fail(id, CodeForbidden, err.Error())
+	return false
+}
+
+func (c *Conn) handleSubscribe(req *Request) {
+	if !c.e.ValidChannel(req.Channel) {
+		c.fail(req.ID, CodeBadChannel, "invalid channel name")
+		return
+	}
+	if !c.authorize(AuthRequest{Action: ActionSubscribe, Conn: c, Channel: req.Channel}, req.ID) {
+		return
+	}
+	if _, err := c.Subscribe(req.Channel); err != nil {
+		if errors.Is(err, shard.ErrTooManySubscriptions) {
+			c.fail(req.ID, CodeTooManySubs, "too many subscriptions")
+		}
+		return // otherwise the connection is closing
+	}
+	r := Reply{Type: ReplySubscribed, ID: req.ID, Channel: req.Channel}
+	if req.HasSince {
+		recovered := false
+		r.Recovered = &recovered // no history without a broker that keeps it
+	}
+	c.reply(&r)
+}
+
+func (c *Conn) handlePublish(req *Request) {
+	if !c.e.ValidChannel(req.Channel) {
+		c.fail(req.ID, CodeBadChannel, "invalid channel name")
+		return
+	}
+	if !c.authorize(AuthRequest{Action: ActionPublish, Conn: c, Channel: req.Channel}, req.ID) {
+		return
+	}
+	if err := c.e.Publish(req.Channel, req.Data); err != nil {
+		c.failFromError(req.ID, err)
+		return
+	}
+	if len(req.ID) > 0 {
+		c.reply(&Reply{Type: ReplyAck, ID: req.ID})
+	}
+}
+
+func (c *Conn) handleSend(req *Request) {
+	ctx := context.Background()
+	// Resolve first, so the Authorizer judges the connection that would really
+	// get the message.
+	target, err := c.e.resolve(ctx, req.To)
+	if err != nil {
+		c.failFromError(req.ID, err)
+		return
+	}
+	if !c.authorize(AuthRequest{Action: ActionSend, Conn: c, Target: target}, req.ID) {
+		return
+	}
+	if err := c.e.sendPrivate(ctx, target, req.To, c.ID(), req.Data); err != nil {
+		c.failFromError(req.ID, err)
+		return
+	}
+	if len(req.ID) > 0 {
+		c.reply(&Reply{Type: ReplyAck, ID: req.ID})
+	}
+}
+
+func (c *Conn) failFromError(id []byte, err error) {
+	switch {
+	case errors.Is(err, ErrConnNotFound):
+		c.fail(id, CodeNotFound, "no such connection")
+	case errors.Is(err, ErrQueueFull):
+		c.fail(id, CodeOverloaded, "server overloaded, message dropped")
+	case errors.Is(err, ErrMessageTooLarge):
+		c.fail(id, CodeTooLarge, err.Error())
+	case errors.Is(err, ErrInvalidChannel):
+		c.fail(id, CodeBadChannel, "invalid channel name")
+	case errors.Is(err, ErrShutdown):
+		c.fail(id, CodeOverloaded, "server shutting down")
+	default:
+		c.e.cfg.Logger.Warn("shardhub: request failed", "conn", c.ID(), "err", err)
+		c.fail(id, CodeInternal, "internal error")
+	}
+}
+
+// Close codes used by the engine (RFC 6455 §7.4.1).
+const (
+	CloseNormal          = 1000
+	CloseGoingAway       = shard.CloseGoingAway
+	ClosePolicyViolation = 1008
+	CloseTooBig          = 1009
+	CloseInternalError   = 1011
+	CloseTryAgainLater   = shard.CloseSlowConsumer
+)
+
+// closeWith closes a WebSocket connection with a close frame, through gws so its
+// read loop stops.
+func (c *Conn) closeWith(code uint16, reason string) {
+	if c.ws == nil {
+		c.Close(code, reason)
+		return
+	}
+	_ = c.ws.WriteClose(code, []byte(reason))
+}

@@ -1,0 +1,273 @@
+// Package server is the HTTP face of an engine, as the bundled `shardhub serve`
+// exposes it: the WebSocket endpoint, a publish API for backends, health, stats
+// and Prometheus metrics, and a small demo page. Embedders can mount Handler as is
+// or pick the parts they need.
+package server
+
+import (
+	"crypto/subtle"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/pprof"
+	"os"
+	"runtime"
+	"runtime/metrics"
+	"strconv"
+	"strings"
+
+	vm "github.com/VictoriaMetrics/metrics"
+
+	"github.com/shardhub/shardhub/engine"
+)
+
+// Options configures Handler.
+type Options struct {
+	// APIToken, when set, is the bearer token required by the /api/broadcast,
+	// /api/publish and /api/send endpoints.
+	APIToken string
+	// Pprof mounts net/http/pprof under /debug/pprof/.
+	Pprof bool
+	// Health reports extra health detail (a broker's state); degraded makes
+	// /healthz answer 503 with the detail. Nil reports only the engine.
+	Health func() (degraded bool, detail map[string]any)
+	// Logger receives request errors. Nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Handler returns the bundled server's routes for e:
+//
+//	GET  /ws                      WebSocket endpoint (docs/protocol.md)
+//	GET  /healthz                 200 {"status":"ok"}, 503 when shutting down or degraded
+//	GET  /metrics                 Prometheus metrics
+//	GET  /api/stats               engine, shard and memory statistics (JSON)
+//	POST /api/broadcast           body = data for every connection
+//	POST /api/publish?channel=C   body = data for the subscribers of C
+//	POST /api/send?conn=ID        body = private message for one connection
+//	GET  /                        demo page
+func Handler(e *engine.Engine, opts Options) http.Handler {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	s := &api{e: e, opts: opts}
+	mux := http.NewServeMux()
+	mux.Handle("GET /ws", e)
+	mux.HandleFunc("GET /healthz", s.health)
+	mux.HandleFunc("GET /metrics", s.metrics)
+	mux.HandleFunc("GET /api/stats", s.stats)
+	mux.HandleFunc("POST /api/broadcast", s.auth(s.broadcast))
+	mux.HandleFunc("POST /api/publish", s.auth(s.publish))
+	mux.HandleFunc("POST /api/send", s.auth(s.send))
+	mux.HandleFunc("GET /{$}", s.demo)
+	if opts.Pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
+	return mux
+}
+
+type api struct {
+	e    *engine.Engine
+	opts Options
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+type apiError struct {
+	Error string `json:"error"`
+	Code  string `json:"code"`
+}
+
+func fail(w http.ResponseWriter, status int, code, msg string) {
+	writeJSON(w, status, apiError{Error: msg, Code: code})
+}
+
+func (s *api) auth(next http.HandlerFunc) http.HandlerFunc {
+	if s.opts.APIToken == "" {
+		return next
+	}
+	want := []byte("Bearer " + s.opts.APIToken)
+	return func(w http.ResponseWriter, r *http.Request) {
+		got := []byte(r.Header.Get("Authorization"))
+		if subtle.ConstantTimeCompare(got, want) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="shardhub"`)
+			fail(w, http.StatusUnauthorized, "unauthorized", "missing or wrong bearer token")
+			return
+		}
+		next(w, r)
+	}
+}
+
+// readBody reads the request body up to the engine's message size limit.
+func (s *api) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	limit := s.e.Config().MaxMessageSize
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, int64(limit)))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			fail(w, http.StatusRequestEntityTooLarge, "too_large", "body exceeds "+strconv.Itoa(limit)+" bytes")
+		} else {
+			fail(w, http.StatusBadRequest, "bad_request", "reading body: "+err.Error())
+		}
+		return nil, false
+	}
+	if len(body) == 0 {
+		fail(w, http.StatusBadRequest, "bad_request", "empty body: the body is the message data")
+		return nil, false
+	}
+	return body, true
+}
+
+// answer maps an engine error to an HTTP status.
+func (s *api) answer(w http.ResponseWriter, err error) {
+	switch {
+	case err == nil:
+		writeJSON(w, http.StatusAccepted, map[string]bool{"ok": true})
+	case errors.Is(err, engine.ErrQueueFull):
+		w.Header().Set("Retry-After", "1")
+		fail(w, http.StatusServiceUnavailable, "overloaded", err.Error())
+	case errors.Is(err, engine.ErrShutdown):
+		fail(w, http.StatusServiceUnavailable, "shutting_down", err.Error())
+	case errors.Is(err, engine.ErrInvalidChannel):
+		fail(w, http.StatusBadRequest, "bad_channel", err.Error())
+	case errors.Is(err, engine.ErrMessageTooLarge):
+		fail(w, http.StatusRequestEntityTooLarge, "too_large", err.Error())
+	case errors.Is(err, engine.ErrConnNotFound):
+		fail(w, http.StatusNotFound, "not_found", err.Error())
+	default:
+		s.opts.Logger.Warn("shardhub: api request failed", "err", err)
+		fail(w, http.StatusBadGateway, "internal", err.Error())
+	}
+}
+
+func (s *api) broadcast(w http.ResponseWriter, r *http.Request) {
+	if body, ok := s.readBody(w, r); ok {
+		s.answer(w, s.e.Broadcast(body))
+	}
+}
+
+func (s *api) publish(w http.ResponseWriter, r *http.Request) {
+	ch := r.URL.Query().Get("channel")
+	if ch == "" {
+		fail(w, http.StatusBadRequest, "bad_request", "missing ?channel=")
+		return
+	}
+	if body, ok := s.readBody(w, r); ok {
+		s.answer(w, s.e.Publish(ch, body))
+	}
+}
+
+func (s *api) send(w http.ResponseWriter, r *http.Request) {
+	id := r.URL.Query().Get("conn")
+	if id == "" {
+		fail(w, http.StatusBadRequest, "bad_request", "missing ?conn=")
+		return
+	}
+	if body, ok := s.readBody(w, r); ok {
+		s.answer(w, s.e.Send(id, body))
+	}
+}
+
+func (s *api) health(w http.ResponseWriter, _ *http.Request) {
+	body := map[string]any{"status": "ok", "instance": s.e.InstanceID(), "connections": s.e.Connections()}
+	status := http.StatusOK
+	if s.opts.Health != nil {
+		degraded, detail := s.opts.Health()
+		for k, v := range detail {
+			body[k] = v
+		}
+		if degraded {
+			body["status"] = "degraded"
+			status = http.StatusServiceUnavailable
+		}
+	}
+	select {
+	case <-s.e.Done():
+		body["status"], status = "shutting_down", http.StatusServiceUnavailable
+	default:
+		if s.e.Stats().ShuttingDown {
+			body["status"], status = "shutting_down", http.StatusServiceUnavailable
+		}
+	}
+	writeJSON(w, status, body)
+}
+
+func (s *api) metrics(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+	s.e.WritePrometheus(w)
+	vm.WriteProcessMetrics(w)
+}
+
+// Memory is the process memory reported by /api/stats, so load generators can
+// measure bytes per connection without access to the host.
+type Memory struct {
+	HeapInuse  uint64 `json:"heap_inuse_bytes"`
+	HeapAlloc  uint64 `json:"heap_alloc_bytes"`
+	StackInuse uint64 `json:"stack_inuse_bytes"`
+	GoTotal    uint64 `json:"go_total_bytes"`
+	RSS        uint64 `json:"rss_bytes"`
+	Goroutines int    `json:"goroutines"`
+}
+
+// ReadMemory samples the Go runtime (runtime/metrics, no stop-the-world) and the
+// resident set size from /proc/self/statm where available.
+func ReadMemory() Memory {
+	samples := []metrics.Sample{
+		{Name: "/memory/classes/heap/objects:bytes"},
+		{Name: "/memory/classes/heap/unused:bytes"},
+		{Name: "/memory/classes/heap/stacks:bytes"},
+		{Name: "/memory/classes/total:bytes"},
+	}
+	metrics.Read(samples)
+	m := Memory{
+		HeapAlloc:  samples[0].Value.Uint64(),
+		HeapInuse:  samples[0].Value.Uint64() + samples[1].Value.Uint64(),
+		StackInuse: samples[2].Value.Uint64(),
+		GoTotal:    samples[3].Value.Uint64(),
+		Goroutines: runtime.NumGoroutine(),
+		RSS:        readRSS(),
+	}
+	return m
+}
+
+func readRSS() uint64 {
+	b, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 2 {
+		return 0
+	}
+	pages, err := strconv.ParseUint(f[1], 10, 64)
+	if err != nil {
+		return 0
+	}
+	return pages * uint64(os.Getpagesize())
+}
+
+func (s *api) stats(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, struct {
+		engine.Stats
+		Memory Memory `json:"memory"`
+		PID    int    `json:"pid"`
+	}{s.e.Stats(), ReadMemory(), os.Getpid()})
+}
+
+//go:embed demo.html
+var demoPage []byte
+
+func (s *api) demo(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	_, _ = w.Write(demoPage)
+}
