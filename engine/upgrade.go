@@ -97,17 +97,19 @@ func (e *Engine) serveConn(netConn net.Conn, br *bufio.Reader, r *http.Request, 
 		c.shard.Unregister(&c.sc)
 		return
 	}
+	if e.cfg.PingInterval > 0 {
+		c.touch(time.Now())
+	}
 	if h := e.cfg.Hooks.OnConnect; h != nil {
 		if err := h(c); err != nil {
 			e.metrics.countUpgradeFailure("on_connect")
 			e.cfg.Logger.Info("shardhub: OnConnect rejected connection", "conn", c.ID(), "err", err)
 			_ = socket.WriteClose(ClosePolicyViolation, []byte(truncate(err.Error(), 120)))
+			go c.readLoop() // completes the close handshake, then unregisters
+			return
 		}
 	}
 	c.sendEncoded(len(c.ID())+32, func(b []byte) []byte { return e.codec.AppendWelcome(b, c.ID()) })
-	if e.cfg.PingInterval > 0 {
-		c.touch(time.Now())
-	}
 	e.metrics.connects.Inc()
 	go c.readLoop()
 }

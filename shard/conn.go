@@ -105,7 +105,11 @@ func (c *Conn) limits() *Limits {
 // keeps its own reference to f. It returns ErrConnClosed when the send side is
 // closed and ErrQueueFull when f would overflow the queue (the connection is then
 // evicted).
-func (c *Conn) Send(f *frame.Frame) error {
+func (c *Conn) Send(f *frame.Frame) error { return c.send(f, true) }
+
+// send writes f; countAsDelivery is false for protocol frames (handshake, pongs,
+// close frames), which are not messages.
+func (c *Conn) send(f *frame.Frame, countAsDelivery bool) error {
 	c.mu.Lock()
 	if c.state != stateOpen {
 		c.mu.Unlock()
@@ -131,7 +135,7 @@ func (c *Conn) Send(f *frame.Frame) error {
 		err = c.enqueueLocked(f)
 	}
 	c.mu.Unlock()
-	if err == nil {
+	if err == nil && countAsDelivery {
 		c.countDeliveries(1)
 	}
 	c.afterError(err)
@@ -143,7 +147,7 @@ func (c *Conn) Send(f *frame.Frame) error {
 // same ordered stream as the engine's frames.
 func (c *Conn) WriteRaw(b []byte) error {
 	f := frame.Copy(b)
-	err := c.Send(f)
+	err := c.send(f, false)
 	f.Release()
 	return err
 }
@@ -204,6 +208,12 @@ func (c *Conn) writeBatch(frames []*frame.Frame, bufs [][]byte, total int) (ok b
 		}
 		c.off = skip
 		c.queued -= skip
+		if lim := c.limits(); len(c.queue) > lim.MaxMessages || c.queued > lim.MaxBytes {
+			c.evictLocked()
+			c.mu.Unlock()
+			c.afterError(ErrQueueFull)
+			return false, n
+		}
 		c.startDrainLocked()
 	}
 	c.mu.Unlock()
@@ -353,9 +363,12 @@ func (c *Conn) evictLocked() {
 	c.evicted = true
 	c.state = stateClosed
 	if !c.writing {
+		midFrame := c.off > 0
 		c.releaseQueueLocked()
-		one := [1][]byte{slowConsumerClose.Bytes()}
-		_, _ = c.t.TryWrite(one[:])
+		if !midFrame {
+			one := [1][]byte{slowConsumerClose.Bytes()}
+			_, _ = c.t.TryWrite(one[:])
+		}
 	}
 	c.closeTransportLocked()
 }
@@ -434,7 +447,7 @@ func (c *Conn) CloseAfterFlush() {
 // the connection.
 func (c *Conn) Close(code uint16, reason string) {
 	f := frame.Close(code, reason)
-	_ = c.Send(f)
+	_ = c.send(f, false)
 	f.Release()
 	c.CloseAfterFlush()
 }

@@ -1,0 +1,5 @@
+package transport
+
+import "runtime"
+
+func isLinux() bool { return runtime.GOOS == "linux" }
