@@ -130,8 +130,8 @@ func TestFleetChild(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	for _, c := range counters {
-		if c.ws != nil {
+	for i := range counters {
+		if counters[i].ws != nil {
 			res.Connected++
 		}
 	}

@@ -1,19 +1,19 @@
 package shard
 
 import (
-	"time"
-
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/shardhub/shardhub/engine/frame"
 	"github.com/shardhub/shardhub/engine/transport"
 )
 
-// Conn states, in the only order they move.
+// Conn state bits (Conn.st). Zero means open, with the shard as the only writer.
 const (
-	stateOpen    uint8 = iota
-	stateClosing       // no new frames; close the transport once the queue drains
-	stateClosed        // transport closed (or closing), queue released
+	stQueued  uint32 = 1 << iota // a drain goroutine owns writing; others append to the queue under mu
+	stClosing                    // no new frames; close once the queue has been written
+	stClosed                     // send side closed
 )
 
 // Limits bound a connection's outbound queue and its blocking writes.
@@ -29,33 +29,41 @@ type Limits struct {
 // DefaultLimits are used by a Conn that is not registered with a shard.
 var DefaultLimits = Limits{MaxMessages: 1024, MaxBytes: 4 << 20, WriteTimeout: 10 * time.Second}
 
-// Conn is the write side of one connection: a bounded queue of shared frames, and
-// the rule that whoever holds the writer role writes everything pending in one call.
+// Conn is the write side of one connection.
 //
-// Writes take the fast path when nothing is queued: the writing goroutine (usually
-// the shard's) makes one non-blocking TryWrite for the whole batch while holding mu.
-// What the socket does not take is queued, and a drain goroutine, started for that
-// connection only, writes it with blocking writes; it exits as soon as the queue is
-// empty, so an idle connection has no writer goroutine. Writes never block the
-// caller: one that would overflow the queue evicts the connection instead.
+// While registered, the connection's shard is its only writer: frames from other
+// goroutines (replies, pongs, close frames, private messages) are posted to the
+// shard's inbox, in order, and the shard writes everything a connection has in a
+// batch with one non-blocking TryWrite. That fast path takes no lock and no atomic
+// read-modify-write: one atomic load of the state word, then the write. What the
+// socket does not take is queued under mu and a drain goroutine, started for that
+// connection only, writes it with blocking writes; until the queue is empty the
+// shard appends to the queue instead of writing, and the drain goroutine exits as
+// soon as it is done, so an idle connection has no writer goroutine. A queue past
+// its Limits evicts the connection: writes never block the shard.
 //
-// All methods are safe for concurrent use.
+// Before registration (and for a Conn never registered) writes are made directly
+// under mu by the calling goroutine.
+//
+// All exported methods are safe for concurrent use.
 type Conn struct {
-	id string
-	t  transport.Transport
+	// Read on every delivery: kept first, on one cache line.
+	st       atomic.Uint32 // stQueued | stClosing | stClosed; changed only with mu held
+	attached atomic.Bool   // registered: writes from other goroutines go through the shard
+	t        transport.Transport
 
-	mu       sync.Mutex     // guards the outbound queue, the writer role and the state (fields to the blank line).
+	mu       sync.Mutex     // guards the queue (fields to the blank line) and every change of st.
 	queue    []*frame.Frame // frames not yet fully written, oldest first; each holds one reference
 	off      int            // bytes of queue[0] already written
 	queued   int            // bytes waiting in queue, excluding off
-	writing  bool           // a drain goroutine holds the writer role
-	state    uint8          // stateOpen, stateClosing or stateClosed
 	evicted  bool           // closed because the queue overflowed
-	tclosed  bool           // t.Close has been called
-	detached bool           // the shard has been asked to drop this connection
+	tclosed  bool           // t.Close or CloseWrite has been called
+	detached bool           // the shard has been told to drop this connection
+
+	id    string
+	shard *Shard // set by Register, before the connection is shared
 
 	// Owned by the shard goroutine.
-	shard *Shard
 	slot  int32    // index in shard.list, -1 when not registered
 	dirty bool     // in shard.dirty during a batch
 	subs  []subRef // channels this connection subscribes to
@@ -67,7 +75,15 @@ type Conn struct {
 
 // NewConn returns a connection with the given id writing to t.
 func NewConn(id string, t transport.Transport) *Conn {
-	return &Conn{id: id, t: t, slot: -1}
+	c := &Conn{}
+	c.Init(id, t)
+	return c
+}
+
+// Init prepares a Conn embedded in another struct, as NewConn does for a new one.
+// It must be called once, before the connection is used.
+func (c *Conn) Init(id string, t transport.Transport) {
+	c.id, c.t, c.slot = id, t, -1
 }
 
 // ID returns the connection id.
@@ -81,18 +97,7 @@ func (c *Conn) Evicted() bool {
 }
 
 // Closed reports whether the send side is closing or closed.
-func (c *Conn) Closed() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.state != stateOpen
-}
-
-// Queued returns the frames and bytes waiting in the outbound queue.
-func (c *Conn) Queued() (frames, bytes int) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.queue), c.queued
-}
+func (c *Conn) Closed() bool { return c.st.Load()&(stClosing|stClosed) != 0 }
 
 func (c *Conn) limits() *Limits {
 	if c.shard != nil {
@@ -101,55 +106,117 @@ func (c *Conn) limits() *Limits {
 	return &DefaultLimits
 }
 
-// Send writes f to the connection, queueing what cannot be written now. The caller
-// keeps its own reference to f. It returns ErrConnClosed when the send side is
-// closed and ErrQueueFull when f would overflow the queue (the connection is then
-// evicted).
-func (c *Conn) Send(f *frame.Frame) error { return c.send(f, true) }
+// Send writes f to the connection after everything sent before it; the caller
+// keeps its own reference. A registered connection's frame is handed to its
+// shard, waiting while the shard's inbox is full. It returns ErrConnClosed when
+// the send side is closed (or the shard stopped).
+func (c *Conn) Send(f *frame.Frame) error { return c.post(f, postFrame, true) }
 
-// send writes f; countAsDelivery is false for protocol frames (handshake, pongs,
-// close frames), which are not messages.
-func (c *Conn) send(f *frame.Frame, countAsDelivery bool) error {
-	c.mu.Lock()
-	if c.state != stateOpen {
-		c.mu.Unlock()
-		return ErrConnClosed
-	}
-	var err error
-	if !c.writing && len(c.queue) == 0 {
-		b := f.Bytes()
-		one := [1][]byte{b}
-		var n int
-		if n, err = c.t.TryWrite(one[:]); err == nil {
-			c.countBytes(n)
-			if n < len(b) {
-				f.Retain(1)
-				c.queue = append(c.queue, f)
-				c.off, c.queued = n, len(b)-n
-				c.startDrainLocked()
-			}
-		} else {
-			c.failLocked()
-		}
-	} else {
-		err = c.enqueueLocked(f)
-	}
-	c.mu.Unlock()
-	if err == nil && countAsDelivery {
-		c.countDeliveries(1)
-	}
-	c.afterError(err)
+// TrySend is Send without waiting: it returns ErrInboxFull when the shard's inbox
+// is full.
+func (c *Conn) TrySend(f *frame.Frame) error { return c.post(f, postFrame, false) }
+
+// WriteRaw copies b, one or more complete encoded frames, and sends it like Send,
+// without counting it as a message. It is how frames built by the WebSocket
+// library (the handshake response, pongs, close frames) join the same ordered
+// stream as the engine's frames.
+func (c *Conn) WriteRaw(b []byte) error {
+	f := frame.Copy(b)
+	err := c.post(f, postControl, true)
+	f.Release()
 	return err
 }
 
-// WriteRaw copies b, one or more complete encoded frames, and writes it like Send.
-// It is how frames built by the WebSocket library (pongs, close frames) join the
-// same ordered stream as the engine's frames.
-func (c *Conn) WriteRaw(b []byte) error {
-	f := frame.Copy(b)
-	err := c.send(f, false)
+// CloseAfterFlush stops accepting frames and closes the connection once what is
+// already queued has been written (each write bounded by the write timeout). A
+// TCP connection is half-closed first so the peer reads the close frame.
+func (c *Conn) CloseAfterFlush() { _ = c.post(nil, postClose, true) }
+
+// Close sends a close frame with code and reason, then closes the connection
+// like CloseAfterFlush.
+func (c *Conn) Close(code uint16, reason string) {
+	f := frame.Close(code, reason)
+	_ = c.post(f, postControl, true)
 	f.Release()
+	c.CloseAfterFlush()
+}
+
+type postKind uint8
+
+const (
+	postFrame   postKind = iota // a message: counted as a delivery
+	postControl                 // a protocol frame: not counted
+	postClose                   // CloseAfterFlush
+)
+
+// post hands a write to the shard when the connection is registered, and makes it
+// directly otherwise.
+func (c *Conn) post(f *frame.Frame, kind postKind, wait bool) error {
+	if s := c.shard; s != nil && c.attached.Load() {
+		if c.st.Load()&(stClosing|stClosed) != 0 {
+			return ErrConnClosed
+		}
+		d := Delivery{Target: toConnPtr, conn: c, Frame: f, kind: kind}
+		if kind == postClose {
+			d.Target = opCloseAfterFlush
+		} else {
+			f.Retain(1)
+		}
+		if wait {
+			if !s.Deliver(d) {
+				return ErrConnClosed
+			}
+			return nil
+		}
+		if !s.TryDeliver(d) {
+			if f != nil {
+				f.Release()
+			}
+			return ErrInboxFull
+		}
+		return nil
+	}
+	if kind == postClose {
+		c.mu.Lock()
+		c.closeAfterFlushLocked()
+		c.mu.Unlock()
+		return nil
+	}
+	c.mu.Lock()
+	err := c.writeOneLocked(f)
+	c.mu.Unlock()
+	c.afterError(err)
+	if err == nil && kind == postFrame {
+		c.countDeliveries(1)
+	}
 	return err
+}
+
+// writeOneLocked writes or queues one frame. c.mu is held; it is the path of
+// unregistered connections and of frames the shard handles one at a time.
+func (c *Conn) writeOneLocked(f *frame.Frame) error {
+	st := c.st.Load()
+	if st&(stClosing|stClosed) != 0 {
+		return ErrConnClosed
+	}
+	if st&stQueued != 0 || len(c.queue) > 0 {
+		return c.enqueueLocked(f)
+	}
+	b := f.Bytes()
+	one := [1][]byte{b}
+	n, err := c.t.TryWrite(one[:])
+	if err != nil {
+		c.failLocked()
+		return err
+	}
+	c.countBytes(n)
+	if n < len(b) {
+		f.Retain(1)
+		c.pushLocked(f)
+		c.off, c.queued = n, len(b)-n
+		c.startDrainLocked()
+	}
+	return nil
 }
 
 // enqueueLocked appends f to the queue, evicting the connection on overflow.
@@ -160,72 +227,144 @@ func (c *Conn) enqueueLocked(f *frame.Frame) error {
 		return ErrQueueFull
 	}
 	f.Retain(1)
-	c.queue = append(c.queue, f)
+	c.pushLocked(f)
 	c.queued += f.Len()
 	return nil
 }
 
-// writeBatch is the shard's fast path: frames, whose encoded bytes are bufs (total
-// bytes long), go out in one non-blocking write when the queue is empty and are
-// queued otherwise. It returns whether the connection took the frames and the bytes
-// written now.
-func (c *Conn) writeBatch(frames []*frame.Frame, bufs [][]byte, total int) (ok bool, written int) {
-	c.mu.Lock()
-	if c.state != stateOpen {
-		c.mu.Unlock()
-		return false, 0
+// queuePool recycles queue backing arrays, so queueing a frame (a reply, a
+// publication in a mixed batch, a backlog) allocates nothing in steady state and
+// an idle connection holds no array.
+var queuePool = sync.Pool{New: func() any { q := make([]*frame.Frame, 0, 8); return &q }}
+
+// maxPooledQueue is the largest backing array returned to queuePool; the
+// arrays of big backlogs are left to the garbage collector.
+const maxPooledQueue = 256
+
+func (c *Conn) pushLocked(f *frame.Frame) {
+	if c.queue == nil {
+		c.queue = *queuePool.Get().(*[]*frame.Frame)
 	}
-	if c.writing || len(c.queue) > 0 {
-		for _, f := range frames {
-			if err := c.enqueueLocked(f); err != nil {
-				c.mu.Unlock()
-				c.afterError(err)
-				return false, 0
-			}
-		}
-		c.mu.Unlock()
-		return true, 0
+	c.queue = append(c.queue, f)
+}
+
+// dropQueueLocked gives an empty queue's backing array back to the pool.
+func (c *Conn) dropQueueLocked() {
+	if q := c.queue[:0]; cap(q) > 0 && cap(q) <= maxPooledQueue {
+		clear(q[:cap(q)])
+		queuePool.Put(&q)
 	}
-	n, err := c.t.TryWrite(bufs)
+	c.queue = nil
+}
+
+// afterFastWrite finishes a fast-path write that failed (err) or was short (n of
+// the frames' bytes written): it closes the connection or queues the rest. It
+// reports whether the connection took the frames. Called only on the shard
+// goroutine.
+func (c *Conn) afterFastWrite(frames []*frame.Frame, n int, err error) bool {
 	if err != nil {
+		c.mu.Lock()
+		already := c.st.Load()&stClosed != 0 // closed by another goroutine: not a write error
 		c.failLocked()
 		c.mu.Unlock()
-		c.afterError(err)
+		if !already {
+			c.afterError(err)
+		}
+		return false
+	}
+	return c.backlog(frames, n)
+}
+
+// writeBatch is the shard's fast path: frames, whose encoded bytes are bufs (total
+// bytes long), go out in one non-blocking write when nothing is queued. It reports
+// whether the connection took the frames and the bytes written now. Called only on
+// the shard goroutine.
+func (c *Conn) writeBatch(frames []*frame.Frame, bufs [][]byte, total int) (ok bool, written int) {
+	if c.st.Load() == 0 {
+		n, err := c.t.TryWrite(bufs)
+		if err != nil || n < total {
+			return c.afterFastWrite(frames, n, err), n
+		}
+		return true, n
+	}
+	c.mu.Lock()
+	st := c.st.Load()
+	if st&(stClosing|stClosed) != 0 {
+		c.mu.Unlock()
 		return false, 0
 	}
-	if n < total {
-		// Queue what the socket did not take, starting with the frame it stopped in.
-		skip := n
-		for _, f := range frames {
-			l := f.Len()
-			if skip >= l {
-				skip -= l
-				continue
-			}
-			f.Retain(1)
-			c.queue = append(c.queue, f)
-			c.queued += l
-		}
-		c.off = skip
-		c.queued -= skip
-		if lim := c.limits(); len(c.queue) > lim.MaxMessages || c.queued > lim.MaxBytes {
-			c.evictLocked()
+	if st == 0 { // the drain goroutine finished since the load above
+		c.mu.Unlock()
+		return c.writeBatch(frames, bufs, total)
+	}
+	for _, f := range frames {
+		if err := c.enqueueLocked(f); err != nil {
 			c.mu.Unlock()
-			c.afterError(ErrQueueFull)
-			return false, n
+			c.afterError(err)
+			return false, 0
 		}
-		c.startDrainLocked()
 	}
 	c.mu.Unlock()
-	return true, n
+	return true, 0
+}
+
+// backlog queues what a short fast-path write left, starting with the frame it
+// stopped in, and starts the drain goroutine. It reports false when the backlog
+// overflowed the queue and the connection was evicted.
+func (c *Conn) backlog(frames []*frame.Frame, written int) bool {
+	c.mu.Lock()
+	if c.st.Load()&stClosed != 0 {
+		c.mu.Unlock()
+		return false
+	}
+	skip := written
+	for _, f := range frames {
+		l := f.Len()
+		if skip >= l {
+			skip -= l
+			continue
+		}
+		f.Retain(1)
+		c.pushLocked(f)
+		c.queued += l
+	}
+	c.off = skip
+	c.queued -= skip
+	if lim := c.limits(); len(c.queue) > lim.MaxMessages || c.queued > lim.MaxBytes {
+		c.evictLocked()
+		c.mu.Unlock()
+		c.afterError(ErrQueueFull)
+		return false
+	}
+	c.startDrainLocked()
+	c.mu.Unlock()
+	return true
+}
+
+// enqueue queues f for the shard's flush at the end of a batch. Called only on
+// the shard goroutine.
+func (c *Conn) enqueue(f *frame.Frame) bool {
+	c.mu.Lock()
+	if c.st.Load()&(stClosing|stClosed) != 0 {
+		c.mu.Unlock()
+		return false
+	}
+	err := c.enqueueLocked(f)
+	c.mu.Unlock()
+	if err != nil {
+		c.afterError(err)
+		return false
+	}
+	return true
 }
 
 // flushQueued writes everything queued in one non-blocking call and returns the
-// bytes written. The shard calls it for the connections it queued frames on during
-// a batch; scratch is its reusable buffer list.
+// bytes written; the rest goes to the drain goroutine. Called only on the shard
+// goroutine, for the connections it queued frames on during a batch; scratch is
+// its reusable buffer list.
 func (c *Conn) flushQueued(scratch *[][]byte) int {
 	c.mu.Lock()
-	if c.writing || len(c.queue) == 0 || c.state == stateClosed {
+	if c.st.Load()&(stQueued|stClosed) != 0 || len(c.queue) == 0 {
 		c.mu.Unlock()
 		return 0
 	}
@@ -242,7 +381,7 @@ func (c *Conn) flushQueued(scratch *[][]byte) int {
 	c.consumeLocked(n)
 	if len(c.queue) > 0 {
 		c.startDrainLocked()
-	} else if c.state == stateClosing {
+	} else if c.st.Load()&stClosing != 0 {
 		c.finishLocked()
 	}
 	c.mu.Unlock()
@@ -278,11 +417,13 @@ func (c *Conn) consumeLocked(n int) {
 		f.Release()
 		done++
 	}
-	clear(c.queue[:done])
-	c.queue = c.queue[done:]
-	if len(c.queue) == 0 {
-		c.queue = nil // a backlog is over: do not pin its backing array while idle
+	if done == len(c.queue) {
+		c.dropQueueLocked() // the backlog is over: an idle connection holds no array
+		return
 	}
+	n = copy(c.queue, c.queue[done:])
+	clear(c.queue[n:])
+	c.queue = c.queue[:n]
 }
 
 func (c *Conn) countDeliveries(n int) {
@@ -298,28 +439,29 @@ func (c *Conn) countBytes(n int) {
 }
 
 func (c *Conn) startDrainLocked() {
-	if !c.writing {
-		c.writing = true
-		go c.drain(c.t)
+	if st := c.st.Load(); st&stQueued == 0 {
+		c.st.Store(st | stQueued)
+		go c.drain()
 	}
 }
 
 // drain writes the queue with blocking writes until it is empty.
-// Runs in its own goroutine, one per connection with a backlog; it exits as soon as
-// the backlog is gone, or the connection is closed.
-func (c *Conn) drain(t transport.Transport) {
+// Runs in its own goroutine, one per connection with a backlog; it exits as soon
+// as the backlog is gone or the connection is closed.
+func (c *Conn) drain() {
 	var bufs [][]byte
 	for {
 		c.mu.Lock()
-		if c.state == stateClosed {
+		st := c.st.Load()
+		if st&stClosed != 0 {
 			c.releaseQueueLocked()
-			c.writing = false
+			c.st.Store(st &^ stQueued)
 			c.mu.Unlock()
 			return
 		}
 		if len(c.queue) == 0 {
-			c.writing = false
-			if c.state == stateClosing {
+			c.st.Store(st &^ stQueued)
+			if st&stClosing != 0 {
 				c.finishLocked()
 			}
 			c.mu.Unlock()
@@ -329,13 +471,13 @@ func (c *Conn) drain(t transport.Transport) {
 		timeout := c.limits().WriteTimeout
 		c.mu.Unlock()
 
-		n, err := t.Write(bufs, time.Now().Add(timeout))
+		n, err := c.t.Write(bufs, time.Now().Add(timeout))
 		clear(bufs)
 		c.countBytes(n)
 
 		c.mu.Lock()
 		c.consumeLocked(n)
-		failed := err != nil && c.state != stateClosed
+		failed := err != nil && c.st.Load()&stClosed == 0
 		if failed {
 			c.failLocked()
 		}
@@ -348,21 +490,23 @@ func (c *Conn) drain(t transport.Transport) {
 
 // failLocked closes the send side after a write error.
 func (c *Conn) failLocked() {
-	c.state = stateClosed
-	if !c.writing {
+	st := c.st.Load()
+	c.st.Store(st | stClosed)
+	if st&stQueued == 0 {
 		c.releaseQueueLocked()
 	}
 	c.closeTransportLocked()
 }
 
-// evictLocked force-disconnects a slow consumer. When no write is in flight the
-// peer gets close 1013 (try again later) if its socket takes it; then the
-// connection is closed at once, which also unblocks a drain goroutine stuck in a
-// write.
+// evictLocked force-disconnects a slow consumer. When no write is in flight and
+// the socket is not in the middle of a frame, the peer gets close 1013 (try again
+// later) if its socket takes it; then the connection is closed at once, which
+// also unblocks a drain goroutine stuck in a write.
 func (c *Conn) evictLocked() {
 	c.evicted = true
-	c.state = stateClosed
-	if !c.writing {
+	st := c.st.Load()
+	c.st.Store(st | stClosed)
+	if st&stQueued == 0 {
 		midFrame := c.off > 0
 		c.releaseQueueLocked()
 		if !midFrame {
@@ -397,8 +541,7 @@ func (c *Conn) releaseQueueLocked() {
 	for _, f := range c.queue {
 		f.Release()
 	}
-	clear(c.queue)
-	c.queue = nil
+	c.dropQueueLocked()
 	c.off, c.queued = 0, 0
 }
 
@@ -410,12 +553,25 @@ func (c *Conn) closeTransportLocked() {
 	}
 }
 
+// closeAfterFlushLocked marks the connection closing and finishes at once when
+// nothing is queued; otherwise the flush or the drain goroutine finishes it.
+func (c *Conn) closeAfterFlushLocked() {
+	st := c.st.Load()
+	if st&(stClosing|stClosed) != 0 {
+		return
+	}
+	c.st.Store(st | stClosing)
+	if st&stQueued == 0 && len(c.queue) == 0 {
+		c.finishLocked()
+	}
+}
+
 // finishLocked ends a graceful close once the queue has drained. A transport that
 // can half-close sends FIN and keeps its read side open for a short linger, so the
 // peer reads the close frame and answers it instead of being reset; the read side
 // (or the linger timer) then closes it fully through Abort.
 func (c *Conn) finishLocked() {
-	c.state = stateClosed
+	c.st.Store(c.st.Load() | stClosed)
 	if hc, ok := c.t.(transport.HalfCloser); ok && !c.tclosed {
 		if hc.CloseWrite() == nil {
 			time.AfterFunc(closeLinger, c.Abort)
@@ -428,64 +584,17 @@ func (c *Conn) finishLocked() {
 // closeLinger is how long a half-closed connection waits for the peer's close.
 const closeLinger = 2 * time.Second
 
-// CloseAfterFlush stops accepting frames and closes the transport once what is
-// queued has been written (each write bounded by the write timeout).
-func (c *Conn) CloseAfterFlush() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.state != stateOpen {
-		return
-	}
-	c.state = stateClosing
-	if !c.writing && len(c.queue) == 0 {
-		c.finishLocked()
-	}
-	// Otherwise the shard's flush or the drain goroutine closes it when done.
-}
-
-// Close sends a close frame with code and reason after what is queued, then closes
-// the connection.
-func (c *Conn) Close(code uint16, reason string) {
-	f := frame.Close(code, reason)
-	_ = c.send(f, false)
-	f.Release()
-	c.CloseAfterFlush()
-}
-
 // Abort closes the connection now, dropping whatever is queued. It is idempotent;
 // only the first call closes the transport.
 func (c *Conn) Abort() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.state == stateClosed {
-		c.closeTransportLocked()
-		return
+	st := c.st.Load()
+	if st&stClosed == 0 {
+		c.st.Store(st | stClosed)
+		if st&stQueued == 0 {
+			c.releaseQueueLocked()
+		}
 	}
-	c.state = stateClosed
-	if !c.writing {
-		c.releaseQueueLocked()
-	}
-	c.closeTransportLocked()
-}
-
-// enqueue queues f for the shard's flush at the end of a batch.
-func (c *Conn) enqueue(f *frame.Frame) bool {
-	c.mu.Lock()
-	if c.state != stateOpen {
-		c.mu.Unlock()
-		return false
-	}
-	err := c.enqueueLocked(f)
-	c.mu.Unlock()
-	if err != nil {
-		c.afterError(err)
-		return false
-	}
-	return true
-}
-
-// Init prepares a Conn embedded in another struct, as NewConn does for a new one.
-// It must be called once, before the connection is used.
-func (c *Conn) Init(id string, t transport.Transport) {
-	c.id, c.t, c.slot = id, t, -1
+	c.closeTransportLocked() // also ends a half-close made by finishLocked
 }

@@ -12,6 +12,8 @@ var (
 	ErrQueueFull = errors.New("shard: outbound queue full, slow consumer evicted")
 	// ErrShutdown is returned by requests made after the shard began shutting down.
 	ErrShutdown = errors.New("shard: shutting down")
+	// ErrInboxFull is returned by TrySend when the shard's inbox is full.
+	ErrInboxFull = errors.New("shard: inbox full")
 	// ErrDuplicateID is returned by Register for an id already registered.
 	ErrDuplicateID = errors.New("shard: duplicate connection id")
 )

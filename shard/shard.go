@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/shardhub/shardhub/engine/frame"
+	"github.com/shardhub/shardhub/engine/transport"
 )
 
 // Target says which connections of a shard a Delivery goes to.
@@ -18,6 +19,11 @@ const (
 	ToChannel               // subscribers of Delivery.Key
 	ToConn                  // the connection whose id is Delivery.Key
 	numTargets
+
+	// Operations posted by Conn methods, handled in inbox order with the frames.
+	toConnPtr         // Frame for Delivery.conn
+	opCloseAfterFlush // close Delivery.conn once its frames are written
+	opUnregister      // remove Delivery.conn, then close reply
 )
 
 // Delivery is one frame for the shard to write to its connections.
@@ -25,6 +31,10 @@ type Delivery struct {
 	Target Target
 	Key    string       // channel name for ToChannel, connection id for ToConn
 	Frame  *frame.Frame // the shard takes over one reference and releases it
+
+	conn  *Conn
+	kind  postKind
+	reply chan struct{}
 }
 
 // Config configures one shard. The zero value of each field is replaced by the
@@ -117,6 +127,34 @@ type Stats struct {
 	Counters Counters
 }
 
+// slot is the shard's dense copy of what a broadcast needs from a connection:
+// iterating a packed array instead of chasing a pointer to every Conn keeps a
+// million-connection broadcast inside the memory bandwidth instead of waiting on a
+// cache miss per connection.
+type slot struct {
+	t    transport.Transport
+	mode uint8 // fastDirect: write through t without touching the Conn
+}
+
+// Slot modes. Only the shard changes them; fastDirect is a hint that the Conn's
+// state word is zero, kept true because only the shard starts drain goroutines.
+const (
+	fastDirect uint8 = iota // no backlog: write through slot.t
+	fastSlow                // backlog or closing: go through the Conn
+	fastSkip                // closed: skip
+)
+
+func modeOf(c *Conn) uint8 {
+	switch st := c.st.Load(); {
+	case st == 0:
+		return fastDirect
+	case st&stClosed != 0:
+		return fastSkip
+	default:
+		return fastSlow
+	}
+}
+
 type channel struct {
 	name string
 	subs []*Conn
@@ -131,7 +169,6 @@ type op uint8
 
 const (
 	opRegister op = iota
-	opUnregister
 	opSubscribe
 	opUnsubscribe
 	opLookup
@@ -178,6 +215,7 @@ type Shard struct {
 	// Owned by the Run goroutine.
 	conns    map[string]*Conn
 	list     []*Conn
+	slots    []slot // parallel to list: what a broadcast touches, densely packed
 	channels map[string]*channel
 	messages [numTargets]int64
 	closing  bool
@@ -247,12 +285,19 @@ func (s *Shard) Register(c *Conn) error {
 	return s.call(request{op: opRegister, c: c}).err
 }
 
-// Unregister removes c from the shard and its channels and closes its send side.
-// It returns when done; it is a no-op for a connection not registered.
+// Unregister removes c from the shard and its channels and closes its send side,
+// after the frames posted to c before the call are written. It returns when done;
+// it is a no-op for a connection not registered.
 func (s *Shard) Unregister(c *Conn) {
-	if s.call(request{op: opUnregister, c: c}).err != nil {
-		c.Abort() // the shard has stopped and already closed what it held
+	reply := make(chan struct{})
+	if s.Deliver(Delivery{Target: opUnregister, conn: c, reply: reply}) {
+		select {
+		case <-reply:
+			return
+		case <-s.done:
+		}
 	}
+	c.Abort() // the shard has stopped and closed what it held
 }
 
 // Subscribe adds c to channel's subscribers. It reports false when c was already
@@ -377,8 +422,6 @@ func (s *Shard) handle(r request) {
 	switch r.op {
 	case opRegister:
 		resp.err = s.register(r.c)
-	case opUnregister:
-		s.remove(r.c)
 	case opSubscribe:
 		resp.ok, resp.err = s.subscribe(r.c, r.key)
 	case opUnsubscribe:
@@ -406,6 +449,8 @@ func (s *Shard) register(c *Conn) error {
 	s.conns[c.id] = c
 	c.slot = int32(len(s.list))
 	s.list = append(s.list, c)
+	s.slots = append(s.slots, slot{t: c.t, mode: modeOf(c)})
+	c.attached.Store(true)
 	s.stats.conns.Add(1)
 	s.stats.registered.Add(1)
 	return nil
@@ -420,10 +465,14 @@ func (s *Shard) remove(c *Conn) {
 	last := len(s.list) - 1
 	moved := s.list[last]
 	s.list[i] = moved
+	s.slots[i] = s.slots[last]
 	moved.slot = i
 	s.list[last] = nil
+	s.slots[last] = slot{}
 	s.list = s.list[:last]
+	s.slots = s.slots[:last]
 	c.slot = -1
+	c.attached.Store(false)
 	delete(s.conns, c.id)
 	for len(c.subs) > 0 {
 		s.dropSub(c, len(c.subs)-1)
@@ -542,15 +591,14 @@ fill:
 		}
 	}
 	if s.closing {
-		s.stats.dropped.Add(int64(len(batch)))
+		s.dropBatch(batch)
 	} else {
-		for _, d := range batch {
-			s.messages[d.Target]++
-		}
 		switch {
 		case allToAll:
+			s.messages[ToAll] += int64(len(batch))
 			s.writeAll(batch)
-		case len(batch) == 1:
+		case len(batch) == 1 && batch[0].Target < numTargets:
+			s.messages[batch[0].Target]++
 			s.writeOne(batch)
 		default:
 			s.writeQueued(batch)
@@ -558,7 +606,9 @@ fill:
 		s.stats.batches.Add(1)
 	}
 	for i := range batch {
-		batch[i].Frame.Release()
+		if f := batch[i].Frame; f != nil {
+			f.Release()
+		}
 		batch[i] = Delivery{}
 	}
 	s.batch = batch[:0]
@@ -587,8 +637,48 @@ func (s *Shard) unprepare() {
 // connection carrying all the batch's frames.
 func (s *Shard) writeAll(batch []Delivery) {
 	frames, bufs, total := s.prepare(batch)
-	s.writeTo(s.list, frames, bufs, total)
+	s.writeEvery(frames, bufs, total)
 	s.unprepare()
+}
+
+// writeEvery writes frames to every connection, walking the dense slots and
+// touching a Conn only when its slot says it needs the slow path.
+func (s *Shard) writeEvery(frames []*frame.Frame, bufs [][]byte, total int) {
+	var delivered, written int64
+	for i := range s.slots {
+		sl := &s.slots[i]
+		switch sl.mode {
+		case fastDirect:
+			n, err := sl.t.TryWrite(bufs)
+			written += int64(n)
+			if err == nil && n == total {
+				delivered++
+				continue
+			}
+			c := s.list[i]
+			if c.afterFastWrite(frames, n, err) {
+				delivered++
+			}
+			sl.mode = modeOf(c)
+		case fastSlow:
+			c := s.list[i]
+			ok, n := c.writeBatch(frames, bufs, total)
+			if ok {
+				delivered++
+			}
+			written += int64(n)
+			sl.mode = modeOf(c)
+		}
+	}
+	s.stats.deliveries.Add(delivered * int64(len(frames)))
+	s.stats.bytes.Add(written)
+}
+
+// syncSlot refreshes c's slot after the shard changed c's state through the Conn.
+func (s *Shard) syncSlot(c *Conn) {
+	if i := c.slot; i >= 0 && int(i) < len(s.slots) && s.list[i] == c {
+		s.slots[i].mode = modeOf(c)
+	}
 }
 
 // writeOne delivers a batch of one frame to its targets without queueing.
@@ -597,7 +687,7 @@ func (s *Shard) writeOne(batch []Delivery) {
 	frames, bufs, total := s.prepare(batch)
 	switch d.Target {
 	case ToAll:
-		s.writeTo(s.list, frames, bufs, total)
+		s.writeEvery(frames, bufs, total)
 	case ToChannel:
 		if ch := s.channels[d.Key]; ch != nil {
 			s.writeTo(ch.subs, frames, bufs, total)
@@ -619,16 +709,24 @@ func (s *Shard) writeTo(conns []*Conn, frames []*frame.Frame, bufs [][]byte, tot
 			delivered++
 		}
 		written += int64(n)
+		if !ok || n < total {
+			s.syncSlot(c)
+		}
 	}
 	s.stats.deliveries.Add(delivered * int64(len(frames)))
 	s.stats.bytes.Add(written)
 }
 
 // writeQueued handles a mixed batch: each frame is queued on each of its targets,
-// then every connection that got frames writes them in one call.
+// then every connection that got frames writes them in one call. Operations on a
+// connection (close, unregister) first flush what that connection has, so they
+// apply in inbox order.
 func (s *Shard) writeQueued(batch []Delivery) {
 	var delivered int64
 	for _, d := range batch {
+		if d.Target < numTargets {
+			s.messages[d.Target]++
+		}
 		switch d.Target {
 		case ToAll:
 			delivered += s.enqueueAll(s.list, d.Frame)
@@ -641,17 +739,62 @@ func (s *Shard) writeQueued(batch []Delivery) {
 				one := [1]*Conn{c}
 				delivered += s.enqueueAll(one[:], d.Frame)
 			}
+		case toConnPtr:
+			one := [1]*Conn{d.conn}
+			if n := s.enqueueAll(one[:], d.Frame); n > 0 && d.kind == postFrame {
+				delivered++
+			}
+		case opCloseAfterFlush:
+			s.flushConn(d.conn)
+			d.conn.mu.Lock()
+			d.conn.closeAfterFlushLocked()
+			d.conn.mu.Unlock()
+			s.syncSlot(d.conn)
+		case opUnregister:
+			s.flushConn(d.conn)
+			s.remove(d.conn)
+			close(d.reply)
 		}
 	}
 	var written int64
 	for i, c := range s.dirty {
-		c.dirty = false
-		written += int64(c.flushQueued(&s.scratch))
+		if c.dirty {
+			c.dirty = false
+			written += int64(c.flushQueued(&s.scratch))
+			s.syncSlot(c)
+		}
 		s.dirty[i] = nil
 	}
 	s.dirty = s.dirty[:0]
 	s.stats.deliveries.Add(delivered)
 	s.stats.bytes.Add(written)
+}
+
+// flushConn writes what c has queued in this batch now, ahead of an operation.
+func (s *Shard) flushConn(c *Conn) {
+	if c.dirty {
+		c.dirty = false // its entry in s.dirty is skipped
+		s.stats.bytes.Add(int64(c.flushQueued(&s.scratch)))
+		s.syncSlot(c)
+	}
+}
+
+// dropBatch discards a batch that arrived during shutdown; operations on
+// connections are still carried out.
+func (s *Shard) dropBatch(batch []Delivery) {
+	for _, d := range batch {
+		switch d.Target {
+		case opCloseAfterFlush:
+			d.conn.mu.Lock()
+			d.conn.closeAfterFlushLocked()
+			d.conn.mu.Unlock()
+		case opUnregister:
+			s.remove(d.conn)
+			close(d.reply)
+		default:
+			s.stats.dropped.Add(1)
+		}
+	}
 }
 
 func (s *Shard) enqueueAll(conns []*Conn, f *frame.Frame) int64 {
@@ -676,8 +819,11 @@ var pingFrame = frame.Static(frame.OpPing, nil)
 func (s *Shard) ping() {
 	frames := [1]*frame.Frame{pingFrame}
 	bufs := [1][]byte{pingFrame.Bytes()}
-	for _, c := range s.list {
-		_, _ = c.writeBatch(frames[:], bufs[:], len(bufs[0]))
+	for i, c := range s.list {
+		if s.slots[i].mode != fastSkip {
+			_, _ = c.writeBatch(frames[:], bufs[:], len(bufs[0]))
+			s.slots[i].mode = modeOf(c)
+		}
 	}
 }
 
@@ -685,9 +831,15 @@ func (s *Shard) ping() {
 // grace window while connections leave, then closes the send side of those left.
 func (s *Shard) runShutdown() {
 	s.closing = true
+	goingAway := frame.Close(CloseGoingAway, "server shutting down")
 	for _, c := range s.list {
-		c.Close(CloseGoingAway, "server shutting down")
+		c.mu.Lock()
+		_ = c.writeOneLocked(goingAway)
+		c.closeAfterFlushLocked()
+		c.mu.Unlock()
+		s.syncSlot(c)
 	}
+	goingAway.Release()
 	s.serveDuringGrace()
 	for len(s.list) > 0 {
 		s.remove(s.list[len(s.list)-1])
@@ -695,8 +847,11 @@ func (s *Shard) runShutdown() {
 	for {
 		select {
 		case d := <-s.in:
-			d.Frame.Release()
-			s.stats.dropped.Add(1)
+			one := [1]Delivery{d}
+			s.dropBatch(one[:])
+			if d.Frame != nil {
+				d.Frame.Release()
+			}
 		default:
 			return
 		}
