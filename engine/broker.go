@@ -1,6 +1,10 @@
 package engine
 
-import "context"
+import (
+	"context"
+
+	"github.com/VictoriaMetrics/metrics"
+)
 
 // Broker links engines on several hosts or processes into one cluster: a message
 // published on any instance reaches the channel's subscribers on all of them.
@@ -35,6 +39,44 @@ type BrokerHandler interface {
 	HandleBroadcast(data []byte)
 	// HandlePrivate delivers a private message to connection to, if it is here.
 	HandlePrivate(to, from string, data []byte) error
+	// InstanceID is this engine's id in the cluster: brokers key their registry
+	// entries and their own channel by it, and tag what they publish with it so
+	// they can skip their own messages when Redis echoes them back.
+	InstanceID() string
+	// Metrics is the engine's metrics set, where brokers register theirs so one
+	// /metrics page shows both.
+	Metrics() *metrics.Set
+}
+
+// HistoryBroker is a Broker that keeps a bounded history of some channels, so a
+// client that comes back with the offset of the last publication it saw gets
+// what it missed (docs/protocol.md, subscribe "since").
+//
+// Offsets are stream positions of the form "<ms>-<seq>" (Redis stream ids) or
+// plain decimal numbers; they grow with every publication of a channel and are
+// compared numerically (CompareOffsets).
+type HistoryBroker interface {
+	Broker
+	// HasHistory reports whether channel keeps history. Only the broker can give
+	// a publication its offset, so the engine does not deliver publications of
+	// such a channel locally itself: the broker hands them back, with their
+	// offsets, through BrokerHandler.HandlePublication, on this instance too.
+	HasHistory(channel string) bool
+	// Hold subscribes this instance to channel (as Subscribe does, counted apart
+	// from it) and returns once the subscription is live: every publication
+	// after that point reaches HandlePublication. release undoes it and reports
+	// whether the subscription stayed live all along (no reconnect in between).
+	Hold(ctx context.Context, channel string) (release func() (intact bool), err error)
+	// History returns the publications of channel after offset since, oldest
+	// first. ok is false when the retained history no longer reaches back to
+	// since (or never held it): the client must resync.
+	History(ctx context.Context, channel, since string) (pubs []Publication, ok bool, err error)
+}
+
+// Publication is one entry of a channel's history.
+type Publication struct {
+	Offset string
+	Data   []byte
 }
 
 // Router is implemented by brokers that know which instance holds each

@@ -1,6 +1,10 @@
 package engine
 
-import "context"
+import (
+	"context"
+
+	"github.com/VictoriaMetrics/metrics"
+)
 
 // brokerHandler is the engine's side of its Broker: what other instances send
 // enters the same encode-once fan-out as local messages.
@@ -8,9 +12,16 @@ type brokerHandler struct{ e *Engine }
 
 var _ BrokerHandler = brokerHandler{}
 
-// HandlePublication delivers a publication from another instance.
+// HandlePublication delivers a publication from another instance, or one of this
+// instance's on a history channel (which comes back with its offset).
 func (h brokerHandler) HandlePublication(channel, offset string, data []byte) {
-	if err := h.e.publishLocal(channel, offset, data); err != nil {
+	var err error
+	if offset != "" && h.e.history != nil {
+		err = h.e.history.deliver(channel, offset, data) // through the recovery gate
+	} else {
+		err = h.e.publishLocal(channel, offset, data)
+	}
+	if err != nil {
 		h.e.cfg.Logger.Debug("shardhub: remote publication not delivered", "channel", channel, "err", err)
 	}
 }
@@ -26,3 +37,9 @@ func (h brokerHandler) HandleBroadcast(data []byte) {
 func (h brokerHandler) HandlePrivate(to, from string, data []byte) error {
 	return h.e.sendPrivate(context.Background(), &Target{ID: to, Instance: h.e.idPrefix, Local: true}, to, from, data)
 }
+
+// InstanceID returns the engine's instance id.
+func (h brokerHandler) InstanceID() string { return h.e.idPrefix }
+
+// Metrics returns the engine's metrics set.
+func (h brokerHandler) Metrics() *metrics.Set { return h.e.metrics.set }

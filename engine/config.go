@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
+
+	"github.com/shardhub/shardhub/shard"
 )
 
 // Defaults applied by Config for zero fields.
@@ -19,7 +21,7 @@ const (
 	DefaultConnQueueMessages  = 1024
 	DefaultConnQueueBytes     = 4 << 20
 	DefaultMaxMessageSize     = 64 << 10
-	DefaultReadBufferSize     = 1024
+	DefaultReadBufferSize     = 256
 	DefaultMaxSubscriptions   = 1024
 	DefaultPingInterval       = 54 * time.Second
 	DefaultPongWait           = 60 * time.Second
@@ -60,7 +62,8 @@ type Config struct {
 	// connection with 1009. Zero means 64 KiB.
 	MaxMessageSize int
 	// ReadBufferSize is the per-connection read buffer. Small keeps idle
-	// connections cheap; larger messages are read past it. Zero means 1 KiB.
+	// connections cheap: a message that fits is read with one system call, a
+	// larger one is read past the buffer straight into its own. Zero means 256.
 	ReadBufferSize int
 	// MaxSubscriptions is the most channels one connection may subscribe to.
 	// Zero means 1024.
@@ -259,6 +262,8 @@ func (cfg Config) Validate() error {
 		return bad("ConnQueueMessages", "%d is outside 1..%d", c.ConnQueueMessages, maxAllowedConnQueueFrames)
 	case c.MaxMessageSize < 1 || c.MaxMessageSize > maxAllowedMessageSize:
 		return bad("MaxMessageSize", "%d is outside 1..%d", c.MaxMessageSize, maxAllowedMessageSize)
+	case c.ConnQueueBytes > shard.MaxQueueBytes:
+		return bad("ConnQueueBytes", "%d is above the %d limit", c.ConnQueueBytes, shard.MaxQueueBytes)
 	case c.ConnQueueBytes < c.MaxMessageSize:
 		return bad("ConnQueueBytes", "%d is below MaxMessageSize (%d): one message could never fit", c.ConnQueueBytes, c.MaxMessageSize)
 	case c.ReadBufferSize < minAllowedReadBufferSize || c.ReadBufferSize > maxAllowedReadBufferSize:

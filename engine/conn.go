@@ -19,22 +19,20 @@ import (
 // hooks, the Authorizer and the protocol for that connection; writes are made by
 // the shard (or a short-lived drain goroutine while the socket is backed up).
 type Conn struct {
-	sc    shard.Conn // write side; registered with shard
-	e     *Engine
-	shard *shard.Shard
-	ws    *gws.Conn // nil for an attached connection
-	wire  wire      // the net.Conn handed to gws; routes its writes through sc
-	user  string
-	addr  net.Addr
+	sc   shard.Conn // write side; registered with shard
+	e    *Engine
+	ws   *gws.Conn // nil for an attached connection
+	wire wire      // the net.Conn handed to gws; routes its writes through sc
+	user string
 
 	// Owned by the read goroutine.
 	bucket     tokenBucket
-	violations int
-	deadline   int64 // unix second of the last read-deadline extension
+	violations int32
+	deadline   uint32 // unix second of the last read-deadline extension
 }
 
 func (e *Engine) newConn(id string, t transport.Transport) *Conn {
-	c := &Conn{e: e, shard: e.shardFor(id)}
+	c := &Conn{e: e}
 	c.sc.Init(id, t)
 	c.sc.Value = c
 	if e.cfg.InboundRate > 0 {
@@ -50,7 +48,15 @@ func (c *Conn) ID() string { return c.sc.ID() }
 func (c *Conn) UserID() string { return c.user }
 
 // RemoteAddr returns the peer address, or nil for an attached connection.
-func (c *Conn) RemoteAddr() net.Addr { return c.addr }
+func (c *Conn) RemoteAddr() net.Addr {
+	if c.wire.Conn == nil {
+		return nil
+	}
+	return c.wire.Conn.RemoteAddr()
+}
+
+// home returns the shard that owns the connection.
+func (c *Conn) home() *shard.Shard { return c.e.shardFor(c.sc.ID()) }
 
 // Engine returns the engine the connection belongs to.
 func (c *Conn) Engine() *Engine { return c.e }
@@ -61,13 +67,13 @@ func (c *Conn) Subscribe(channel string) (bool, error) {
 	if !c.e.ValidChannel(channel) {
 		return false, ErrInvalidChannel
 	}
-	return c.shard.Subscribe(&c.sc, channel)
+	return c.home().Subscribe(&c.sc, channel)
 }
 
 // Unsubscribe removes the connection from channel and reports whether it was
 // subscribed.
 func (c *Conn) Unsubscribe(channel string) bool {
-	return c.shard.Unsubscribe(&c.sc, channel)
+	return c.home().Unsubscribe(&c.sc, channel)
 }
 
 // Send sends data to this connection as a private message from the server.
@@ -87,13 +93,13 @@ func (c *Conn) Send(data []byte) error {
 func (c *Conn) Close(code uint16, reason string) {
 	c.sc.Close(code, reason)
 	if c.ws == nil {
-		c.shard.Unregister(&c.sc) // no read loop will notice the close
+		c.home().Unregister(&c.sc) // no read loop will notice the close
 	}
 }
 
 // register records the connection in its shard.
 func (c *Conn) register() error {
-	if err := c.shard.Register(&c.sc); err != nil {
+	if err := c.home().Register(&c.sc); err != nil {
 		if errors.Is(err, shard.ErrDuplicateID) {
 			return ErrDuplicateConn
 		}
@@ -132,7 +138,7 @@ func (c *Conn) handle(msg []byte) {
 	e.metrics.messagesIn.Inc()
 	if e.cfg.InboundRate > 0 && !c.bucket.allow(time.Now(), e.cfg.InboundRate, e.cfg.InboundBurst) {
 		c.violations++
-		if c.violations > e.cfg.InboundBurst {
+		if int(c.violations) > e.cfg.InboundBurst {
 			e.metrics.countError(CodeRateLimited)
 			e.cfg.Logger.Warn("shardhub: closing connection over its inbound rate limit",
 				"conn", c.ID(), "rate", e.cfg.InboundRate, "burst", e.cfg.InboundBurst)
@@ -198,6 +204,10 @@ func (c *Conn) handleSubscribe(req *Request) {
 		return
 	}
 	if !c.authorize(AuthRequest{Action: ActionSubscribe, Conn: c, Channel: req.Channel}, req.ID) {
+		return
+	}
+	if c.e.history != nil {
+		c.subscribeHistory(req) // history.go: the broker's subscription is live before the reply; recovery
 		return
 	}
 	if _, err := c.Subscribe(req.Channel); err != nil {

@@ -26,7 +26,8 @@ type Engine struct {
 	cfg      Config
 	codec    Codec
 	broker   Broker
-	router   Router // broker's Router, or nil
+	router   Router        // broker's Router, or nil
+	history  *historyState // recovery gates when the broker is a HistoryBroker, else nil (history.go)
 	shards   []*shard.Shard
 	upgrader *gws.Upgrader
 	metrics  *engineMetrics
@@ -79,6 +80,9 @@ func New(cfg Config) (*Engine, error) {
 		e.broker = MemoryBroker{}
 	}
 	e.router, _ = e.broker.(Router)
+	if hb, ok := e.broker.(HistoryBroker); ok {
+		e.history = newHistoryState(e, hb)
+	}
 	if cfg.InstanceID != "" {
 		e.idPrefix = cfg.InstanceID
 	} else {
@@ -198,6 +202,9 @@ func (e *Engine) Publish(channel string, data []byte) error {
 	if err := e.checkPayload(data); err != nil {
 		return err
 	}
+	if e.history != nil && e.history.b.HasHistory(channel) {
+		return e.publishHistory(channel, data) // the broker assigns the offset (history.go)
+	}
 	if err := e.publishLocal(channel, "", data); err != nil {
 		return err
 	}
@@ -256,8 +263,12 @@ func (e *Engine) sendPrivate(ctx context.Context, target *Target, id, from strin
 	f := frame.New(len(data) + len(from) + 40)
 	f.SetPayload(e.codec.AppendPrivate(f.Payload(), from, data))
 	f.Seal(e.codec.Opcode())
-	err := sc.Send(f)
+	err := sc.TrySend(f)
 	f.Release()
+	if errors.Is(err, shard.ErrInboxFull) {
+		e.metrics.dropped.Inc()
+		return ErrQueueFull
+	}
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrConnNotFound, err)
 	}

@@ -25,10 +25,10 @@ const fleetEnv = "SHARDHUB_TEST_FLEET"
 
 type fleetResult struct {
 	Connected int    `json:"connected"`
-	Complete  int    `json:"complete"`  // clients that got every broadcast, in order
-	Missing   int64  `json:"missing"`   // broadcasts not received, summed over clients
-	Disorder  int64  `json:"disorder"`  // out-of-order or duplicate arrivals
-	Failure   string `json:"failure"`   // first dial error, if any
+	Complete  int    `json:"complete"` // clients that got every broadcast, in order
+	Missing   int64  `json:"missing"`  // broadcasts not received, summed over clients
+	Disorder  int64  `json:"disorder"` // out-of-order or duplicate arrivals
+	Failure   string `json:"failure"`  // first dial error, if any
 }
 
 // TestTenThousandClientsGetEveryBroadcast holds 10,000 real WebSocket clients over

@@ -77,7 +77,6 @@ func (e *Engine) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (e *Engine) serveConn(netConn net.Conn, br *bufio.Reader, r *http.Request, user string) {
 	c := e.newConn(e.newConnID(), transport.New(netConn))
 	c.user = user
-	c.addr = netConn.RemoteAddr()
 	c.wire = wire{Conn: netConn, c: c}
 	socket, err := e.upgrader.UpgradeFromConn(&c.wire, br, r)
 	if err != nil {
@@ -94,7 +93,7 @@ func (e *Engine) serveConn(netConn net.Conn, br *bufio.Reader, r *http.Request, 
 	}
 	if !e.readerStart() {
 		c.sc.Close(CloseGoingAway, "server shutting down")
-		c.shard.Unregister(&c.sc)
+		c.home().Unregister(&c.sc)
 		return
 	}
 	if e.cfg.PingInterval > 0 {
@@ -127,7 +126,7 @@ func (c *Conn) touch(now time.Time) {
 	if c.e.cfg.PingInterval <= 0 {
 		return
 	}
-	if s := now.Unix(); s != c.deadline {
+	if s := uint32(now.Unix()); s != c.deadline {
 		c.deadline = s
 		_ = c.wire.Conn.SetReadDeadline(now.Add(c.e.cfg.PongWait))
 	}
@@ -243,7 +242,7 @@ func (wsHandler) OnMessage(socket *gws.Conn, msg *gws.Message) {
 func (h wsHandler) OnClose(socket *gws.Conn, err error) {
 	c := connOf(socket)
 	e := h.e
-	c.shard.Unregister(&c.sc)
+	c.home().Unregister(&c.sc)
 	reason, cause := classifyClose(err)
 	e.metrics.countDisconnect(reason)
 	switch reason {

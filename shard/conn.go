@@ -54,8 +54,8 @@ type Conn struct {
 
 	mu       sync.Mutex     // guards the queue (fields to the blank line) and every change of st.
 	queue    []*frame.Frame // frames not yet fully written, oldest first; each holds one reference
-	off      int            // bytes of queue[0] already written
-	queued   int            // bytes waiting in queue, excluding off
+	off      int32          // bytes of queue[0] already written
+	queued   int32          // bytes waiting in queue, excluding off (limits keep it under 1 GiB)
 	evicted  bool           // closed because the queue overflowed
 	tclosed  bool           // t.Close or CloseWrite has been called
 	detached bool           // the shard has been told to drop this connection
@@ -213,7 +213,7 @@ func (c *Conn) writeOneLocked(f *frame.Frame) error {
 	if n < len(b) {
 		f.Retain(1)
 		c.pushLocked(f)
-		c.off, c.queued = n, len(b)-n
+		c.off, c.queued = int32(n), int32(len(b)-n)
 		c.startDrainLocked()
 	}
 	return nil
@@ -222,13 +222,13 @@ func (c *Conn) writeOneLocked(f *frame.Frame) error {
 // enqueueLocked appends f to the queue, evicting the connection on overflow.
 func (c *Conn) enqueueLocked(f *frame.Frame) error {
 	lim := c.limits()
-	if len(c.queue)+1 > lim.MaxMessages || c.queued+f.Len() > lim.MaxBytes {
+	if len(c.queue)+1 > lim.MaxMessages || int(c.queued)+f.Len() > lim.MaxBytes {
 		c.evictLocked()
 		return ErrQueueFull
 	}
 	f.Retain(1)
 	c.pushLocked(f)
-	c.queued += f.Len()
+	c.queued += int32(f.Len())
 	return nil
 }
 
@@ -326,11 +326,11 @@ func (c *Conn) backlog(frames []*frame.Frame, written int) bool {
 		}
 		f.Retain(1)
 		c.pushLocked(f)
-		c.queued += l
+		c.queued += int32(l)
 	}
-	c.off = skip
-	c.queued -= skip
-	if lim := c.limits(); len(c.queue) > lim.MaxMessages || c.queued > lim.MaxBytes {
+	c.off = int32(skip)
+	c.queued -= int32(skip)
+	if lim := c.limits(); len(c.queue) > lim.MaxMessages || int(c.queued) > lim.MaxBytes {
 		c.evictLocked()
 		c.mu.Unlock()
 		c.afterError(ErrQueueFull)
@@ -405,14 +405,14 @@ func (c *Conn) appendQueuedLocked(dst [][]byte) [][]byte {
 func (c *Conn) consumeLocked(n int) {
 	done := 0
 	for _, f := range c.queue {
-		rest := f.Len() - c.off
+		rest := f.Len() - int(c.off)
 		if n < rest {
-			c.off += n
-			c.queued -= n
+			c.off += int32(n)
+			c.queued -= int32(n)
 			break
 		}
 		n -= rest
-		c.queued -= rest
+		c.queued -= int32(rest)
 		c.off = 0
 		f.Release()
 		done++

@@ -37,6 +37,9 @@ type Delivery struct {
 	reply chan struct{}
 }
 
+// MaxQueueBytes caps Limits.MaxBytes: queue byte counts are 32-bit.
+const MaxQueueBytes = 1 << 30
+
 // Config configures one shard. The zero value of each field is replaced by the
 // default named in its comment.
 type Config struct {
@@ -83,6 +86,7 @@ func (cfg *Config) withDefaults() {
 	if cfg.Limits.MaxBytes <= 0 {
 		cfg.Limits.MaxBytes = DefaultLimits.MaxBytes
 	}
+	cfg.Limits.MaxBytes = min(cfg.Limits.MaxBytes, MaxQueueBytes)
 	if cfg.Limits.WriteTimeout <= 0 {
 		cfg.Limits.WriteTimeout = DefaultLimits.WriteTimeout
 	}

@@ -5,6 +5,7 @@
 package server
 
 import (
+	"context"
 	"crypto/subtle"
 	_ "embed"
 	"encoding/json"
@@ -36,6 +37,10 @@ type Options struct {
 	Health func() (degraded bool, detail map[string]any)
 	// Logger receives request errors. Nil means slog.Default().
 	Logger *slog.Logger
+	// Cluster lists the cluster's live instances for GET /api/cluster (any
+	// JSON value; redisbroker.Broker.Cluster fits). Nil means a single node:
+	// the route lists this instance alone.
+	Cluster func(ctx context.Context) (any, error)
 }
 
 // Handler returns the bundled server's routes for e:
@@ -44,6 +49,7 @@ type Options struct {
 //	GET  /healthz                 200 {"status":"ok"}, 503 when shutting down or degraded
 //	GET  /metrics                 Prometheus metrics
 //	GET  /api/stats               engine, shard and memory statistics (JSON)
+//	GET  /api/cluster             live instances and their connection counts (JSON)
 //	POST /api/broadcast           body = data for every connection
 //	POST /api/publish?channel=C   body = data for the subscribers of C
 //	POST /api/send?conn=ID        body = private message for one connection
@@ -58,6 +64,7 @@ func Handler(e *engine.Engine, opts Options) http.Handler {
 	mux.HandleFunc("GET /healthz", s.health)
 	mux.HandleFunc("GET /metrics", s.metrics)
 	mux.HandleFunc("GET /api/stats", s.stats)
+	mux.HandleFunc("GET /api/cluster", s.cluster)
 	mux.HandleFunc("POST /api/broadcast", s.auth(s.broadcast))
 	mux.HandleFunc("POST /api/publish", s.auth(s.publish))
 	mux.HandleFunc("POST /api/send", s.auth(s.send))
@@ -262,6 +269,27 @@ func (s *api) stats(w http.ResponseWriter, _ *http.Request) {
 		Memory Memory `json:"memory"`
 		PID    int    `json:"pid"`
 	}{s.e.Stats(), ReadMemory(), os.Getpid()})
+}
+
+// cluster answers GET /api/cluster from Options.Cluster, or with this instance
+// alone on a single node.
+func (s *api) cluster(w http.ResponseWriter, r *http.Request) {
+	if s.opts.Cluster == nil {
+		n := s.e.Connections()
+		writeJSON(w, http.StatusOK, map[string]any{
+			"instances":   []map[string]any{{"id": s.e.InstanceID(), "connections": n}},
+			"connections": n,
+			"self":        s.e.InstanceID(),
+		})
+		return
+	}
+	v, err := s.opts.Cluster(r.Context())
+	if err != nil {
+		s.opts.Logger.Warn("shardhub: listing cluster instances", "err", err)
+		fail(w, http.StatusServiceUnavailable, "unavailable", "cluster registry unavailable: "+err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, v)
 }
 
 //go:embed demo.html
