@@ -4,9 +4,9 @@ PKGS     ?= ./...
 BIN      ?= bin/shardhub
 ADDR     ?= :8080
 BENCHTIME ?= 1s
-STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@2025.1.1
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all build run test race test-short bench lint vet fmt fmt-check clean interop-deps
+.PHONY: all build run cluster test race test-short bench bench-1m bench-real lint vet fmt fmt-check clean interop-deps
 
 all: build
 
@@ -17,6 +17,24 @@ build:
 ## run: start the server on $(ADDR), single node, nothing else to install
 run: build
 	./$(BIN) serve --addr $(ADDR)
+
+## cluster: a redis-server (no persistence) on $(CLUSTER_REDIS_PORT) and $(CLUSTER_N) instances
+## sharing $(ADDR) with SO_REUSEPORT; Ctrl-C stops them all
+CLUSTER_N          ?= 4
+CLUSTER_REDIS_PORT ?= 6390
+CLUSTER_FLAGS      ?= --history-prefix prices.
+cluster: build
+	@command -v redis-server >/dev/null || { echo "make cluster needs redis-server (apt-get install redis-server)"; exit 1; }
+	@set -u; pids=""; dir=$$(mktemp -d); \
+	stop() { trap - INT TERM EXIT; echo; echo "stopping cluster"; kill $$pids 2>/dev/null; wait $$pids 2>/dev/null; rm -rf "$$dir"; }; \
+	trap stop INT TERM EXIT; \
+	redis-server --port $(CLUSTER_REDIS_PORT) --bind 127.0.0.1 --save "" --appendonly no --dir "$$dir" --loglevel warning & pids="$$!"; \
+	for t in 1 2 3 4 5 6 7 8 9 10; do redis-cli -p $(CLUSTER_REDIS_PORT) ping >/dev/null 2>&1 && break; sleep 0.2; done; \
+	for i in $$(seq 1 $(CLUSTER_N)); do \
+	  ./$(BIN) serve --addr $(ADDR) --reuseport --redis redis://127.0.0.1:$(CLUSTER_REDIS_PORT)/0 --instance-id node$$i $(CLUSTER_FLAGS) & pids="$$pids $$!"; \
+	done; \
+	echo "cluster: redis on 127.0.0.1:$(CLUSTER_REDIS_PORT), $(CLUSTER_N) instances on $(ADDR) (GET /api/cluster lists them); Ctrl-C stops all"; \
+	wait
 
 ## test: vet, format check, and every test with the race detector
 test: vet fmt-check
@@ -33,6 +51,17 @@ test-short:
 ## bench: the Go benchmarks (benchstat-compatible output)
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem -benchtime=$(BENCHTIME) $(PKGS)
+
+## bench-1m: one million virtual connections in one engine; report in reports/
+bench-1m: build
+	@mkdir -p reports
+	./$(BIN) bench --virtual --conns 1000000 --json reports/bench-1m.json --html reports/bench-1m.html
+
+## bench-real: 19,000 loopback sockets: shardhub vs the raw write ceiling vs a naive hub
+BENCH_REAL_FLAGS ?= --conns 19000 --rate 100 --duration 5s
+bench-real: build
+	@mkdir -p reports
+	./$(BIN) bench --real $(BENCH_REAL_FLAGS) --json reports/bench-real.json --html reports/bench-real.html
 
 ## lint: go vet and staticcheck
 lint: vet
@@ -55,3 +84,16 @@ interop-deps:
 
 clean:
 	rm -rf bin
+
+## loadtest-30k: 30,000 real connections: 2 servers (:8081, :8082), 2 load-generator workers, source IPs 127.0.0.2-60 (docs/benchmarks.md)
+LOADTEST_RATE ?= 2
+LOADTEST_DURATION ?= 20s
+.PHONY: loadtest-30k
+loadtest-30k: build
+	@./$(BIN) serve --addr 127.0.0.1:8081 --log-level warn & s1=$$!; \
+	./$(BIN) serve --addr 127.0.0.1:8082 --log-level warn & s2=$$!; \
+	trap 'kill $$s1 $$s2 2>/dev/null' EXIT INT TERM; sleep 1; \
+	./$(BIN) loadtest --workers 2 --conns 30000 \
+	  --url ws://127.0.0.1:8081/ws,ws://127.0.0.1:8082/ws --source-ips 127.0.0.2-127.0.0.60 \
+	  --rate $(LOADTEST_RATE) --duration $(LOADTEST_DURATION) --ready-match '"type":"welcome"' \
+	  --progress-every 5s --out bin/loadtest-30k.json

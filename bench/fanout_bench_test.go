@@ -1,8 +1,6 @@
 package bench
 
 import (
-	"io"
-	"log/slog"
 	"strconv"
 	"testing"
 
@@ -10,8 +8,6 @@ import (
 )
 
 var payload64 = []byte(`{"type":"tick","seq":123456,"ts":1763900000000000000,"p":"xx"}`)
-
-func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 func newFleet(b *testing.B, conns, shards int) *Fleet {
 	b.Helper()

@@ -11,6 +11,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -223,3 +225,7 @@ func (f *Fleet) Close() error {
 	defer cancel()
 	return f.Engine.Shutdown(ctx)
 }
+
+// quiet is the engine logger of benchmarks: their connections come and go by
+// design, so the engine's connection logs would only add noise.
+func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }

@@ -27,8 +27,3 @@ func applyEnv(fs *flag.FlagSet, prefix string) error {
 	})
 	return err
 }
-
-// envName returns the environment variable that sets flag name.
-func envName(prefix, name string) string {
-	return prefix + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
-}

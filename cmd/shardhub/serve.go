@@ -27,6 +27,7 @@ type serveFlags struct {
 	pprof                                               bool
 	cfg                                                 engine.Config
 	drain                                               time.Duration
+	cluster                                             clusterFlags
 }
 
 func (f *serveFlags) define(fs *flag.FlagSet) {
@@ -54,6 +55,7 @@ func (f *serveFlags) define(fs *flag.FlagSet) {
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
 	fs.DurationVar(&f.drain, "shutdown-timeout", 10*time.Second, "how long SIGINT/SIGTERM waits for a graceful shutdown")
+	f.cluster.define(fs)
 }
 
 func newLogger(level, format string) (*slog.Logger, error) {
@@ -119,7 +121,17 @@ func runServe(args []string) int {
 		fmt.Fprintln(os.Stderr, "shardhub serve:", err)
 		return 2
 	}
-	ln, err := net.Listen("tcp", f.addr)
+	rb, err := f.cluster.broker(log) // nil without --redis: single node
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "shardhub serve:", err)
+		return 2
+	}
+	opts := server.Options{APIToken: f.apiToken, Pprof: f.pprof, Logger: log}
+	if rb != nil {
+		cfg.Broker = rb
+		opts.Health, opts.Cluster = rb.Health, rb.Cluster
+	}
+	ln, err := f.cluster.listen(f.addr)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "shardhub serve:", err)
 		return 1
@@ -130,7 +142,7 @@ func runServe(args []string) int {
 		return 1
 	}
 	srv := &http.Server{
-		Handler:           server.Handler(e, server.Options{APIToken: f.apiToken, Pprof: f.pprof, Logger: log}),
+		Handler:           server.Handler(e, opts),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}

@@ -1,0 +1,606 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"runtime"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+
+	"github.com/shardhub/shardhub/engine"
+	"github.com/shardhub/shardhub/loadtest/report"
+)
+
+// RealOptions configures the real-socket benchmark (`shardhub bench --real`).
+type RealOptions struct {
+	// Conns is the number of loopback WebSocket connections. Zero means 19,000,
+	// about what one process can hold under a 20,000 open-files limit.
+	Conns int `json:"conns"`
+	// Shards is the engine's shard count. Zero means the engine default.
+	Shards int `json:"shards"`
+	// Rate is the broadcasts per second offered in each phase. Zero means 100.
+	Rate int `json:"rate"`
+	// Duration is the length of each measured phase. Zero means 5s.
+	Duration time.Duration `json:"duration"`
+	// Payload is the broadcast payload size in bytes. Zero means 64.
+	Payload int `json:"payload_bytes"`
+	// Workers is the number of client processes. Zero means one per 9,500
+	// connections.
+	Workers int `json:"workers"`
+	// SourceIPs are the client source addresses, a range like 127.0.0.2-127.0.0.9.
+	SourceIPs string `json:"source_ips"`
+	// CPUProfile, when set, is a file for a CPU profile of the server process
+	// during the shardhub phase.
+	CPUProfile string `json:"-"`
+	// ClientCommand starts one client worker; the worker runs RunClient. Nil
+	// means this executable with the arguments `bench --client`.
+	ClientCommand []string `json:"-"`
+	// Progress, when set, receives one line per step.
+	Progress func(format string, args ...any) `json:"-"`
+}
+
+func (o *RealOptions) defaults() {
+	if o.Conns <= 0 {
+		o.Conns = 19_000
+	}
+	if o.Rate <= 0 {
+		o.Rate = 100
+	}
+	if o.Duration <= 0 {
+		o.Duration = 5 * time.Second
+	}
+	if o.Payload <= 0 {
+		o.Payload = 64
+	}
+	if o.Workers <= 0 {
+		o.Workers = (o.Conns + 9_499) / 9_500
+	}
+	if o.SourceIPs == "" {
+		o.SourceIPs = "127.0.0.2-127.0.0.9"
+	}
+	if o.Progress == nil {
+		o.Progress = func(string, ...any) {}
+	}
+}
+
+// Phase names of the real benchmark, in the order they run. The naive hub runs
+// last: it drops clients that fall behind, as the design it copies does.
+const (
+	PhaseShardhub = "shardhub"
+	PhaseRaw      = "raw"
+	PhaseNaive    = "naive"
+)
+
+// PhaseResult is what the clients saw during one phase.
+type PhaseResult struct {
+	Name        string
+	Broadcasts  int64 // broadcasts the server sent
+	Expected    int64 // Broadcasts × connections
+	Received    int64
+	Duplicates  int64
+	OutOfOrder  int64
+	Elapsed     time.Duration // from the first broadcast until the last delivery
+	ServerCPU   time.Duration // user+system CPU of the server process
+	Latency     *hdrhistogram.Histogram
+	ClientError string
+	// Forced and WriteErrors are the engine's slow-consumer evictions and write
+	// failures during the phase (shardhub phase only).
+	Forced, WriteErrors int64
+}
+
+// DeliveriesPerSec is the delivery rate over the phase.
+func (p *PhaseResult) DeliveriesPerSec() float64 { return float64(p.Received) / p.Elapsed.Seconds() }
+
+// ServerNsPerDelivery is the server CPU per delivered message.
+func (p *PhaseResult) ServerNsPerDelivery() float64 {
+	if p.Received == 0 {
+		return 0
+	}
+	return float64(p.ServerCPU.Nanoseconds()) / float64(p.Received)
+}
+
+// RealResult is one real-socket run.
+type RealResult struct {
+	Conns             int
+	Shards            int
+	HeapPerConn       float64 // Go heap per idle connection
+	StackPerConn      float64 // goroutine stacks per idle connection
+	RSSPerConn        float64 // resident set growth per idle connection
+	KernelPerConn     float64 // kernel memory per connection, both ends (slab + TCP buffers), when readable
+	GoroutinesPerConn float64
+	Phases            []*PhaseResult
+}
+
+// Phase returns the named phase, or nil.
+func (r *RealResult) Phase(name string) *PhaseResult {
+	for _, p := range r.Phases {
+		if p.Name == name {
+			return p
+		}
+	}
+	return nil
+}
+
+// capture is an http.ResponseWriter whose Hijack records the connection, so
+// the benchmark can write to the very sockets the engine serves.
+type capture struct {
+	http.ResponseWriter
+	rec func(net.Conn)
+}
+
+func (c capture) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	conn, brw, err := c.ResponseWriter.(http.Hijacker).Hijack()
+	if err == nil {
+		c.rec(conn)
+	}
+	return conn, brw, err
+}
+
+// RunReal runs the real-socket benchmark: it serves o.Conns loopback WebSocket
+// connections with the engine, measures their idle memory, then broadcasts to the
+// same sockets through the engine, the raw write ceiling and the naive hub.
+func RunReal(o RealOptions) (*RealResult, error) {
+	o.defaults()
+	e, err := engine.New(engine.Config{Shards: o.Shards, Logger: quiet(), PingInterval: -1, InboundRate: -1})
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = e.Shutdown(ctx)
+	}()
+	conns := make([]net.Conn, 0, o.Conns) // allocated before the memory baseline
+	var connsMu sync.Mutex
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		e.ServeHTTP(capture{w, func(c net.Conn) {
+			connsMu.Lock()
+			conns = append(conns, c)
+			connsMu.Unlock()
+		}}, r)
+	}), ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	defer srv.Close()
+
+	settle()
+	heap0, stack0, _ := readMem()
+	rss0, kern0, g0 := readRSS(), readKernelMem(), runtime.NumGoroutine()
+
+	workers, err := startClients(o, "ws://"+ln.Addr().String()+"/ws")
+	if err != nil {
+		return nil, err
+	}
+	defer workers.close()
+	o.Progress("%d connections open in %d worker process(es)", o.Conns, len(workers.procs))
+	for e.Connections() < o.Conns {
+		time.Sleep(50 * time.Millisecond) // the last registrations are in flight
+	}
+	time.Sleep(time.Second)
+	settle()
+	heap1, stack1, _ := readMem()
+	rss1, kern1, g1 := readRSS(), readKernelMem(), runtime.NumGoroutine()
+	n := float64(o.Conns)
+	res := &RealResult{
+		Conns:             o.Conns,
+		Shards:            e.NumShards(),
+		HeapPerConn:       float64(int64(heap1)-int64(heap0)) / n,
+		StackPerConn:      float64(int64(stack1)-int64(stack0)) / n,
+		RSSPerConn:        float64(int64(rss1)-int64(rss0)) / n,
+		GoroutinesPerConn: float64(g1-g0) / n,
+	}
+	if kern0 >= 0 && kern1 >= 0 {
+		res.KernelPerConn = float64(kern1-kern0) / n
+	}
+	o.Progress("idle: heap %.0f B + stacks %.0f B per connection, RSS %.0f B, kernel %.0f B",
+		res.HeapPerConn, res.StackPerConn, res.RSSPerConn, res.KernelPerConn)
+
+	connsMu.Lock()
+	sockets := append([]net.Conn(nil), conns...)
+	connsMu.Unlock()
+	modes := []struct {
+		name string
+		make func() broadcaster
+	}{
+		{PhaseShardhub, func() broadcaster { return engineMode{e} }},
+		{PhaseRaw, func() broadcaster { return newRawCeiling(sockets, runtime.GOMAXPROCS(0)) }},
+		{PhaseNaive, func() broadcaster { return newNaiveHub(sockets) }},
+	}
+	for i, m := range modes {
+		before := e.Stats()
+		stopProfile := func() {}
+		if m.name == PhaseShardhub && o.CPUProfile != "" {
+			if stopProfile, err = startCPUProfile(o.CPUProfile); err != nil {
+				return res, err
+			}
+		}
+		p, err := runPhase(o, workers, i+1, m.name, m.make())
+		stopProfile()
+		if err != nil {
+			return res, fmt.Errorf("bench: phase %s: %w", m.name, err)
+		}
+		if m.name == PhaseShardhub {
+			after := e.Stats()
+			p.Forced, p.WriteErrors = after.Forced-before.Forced, after.WriteErrors-before.WriteErrors
+		}
+		res.Phases = append(res.Phases, p)
+		o.Progress("%-8s %10.0f deliveries/s, p99 %v, received %d of %d, server CPU %.0f ns/delivery", p.Name,
+			p.DeliveriesPerSec(), time.Duration(p.Latency.ValueAtQuantile(99))*time.Microsecond, p.Received, p.Expected, p.ServerNsPerDelivery())
+	}
+	return res, nil
+}
+
+func startCPUProfile(path string) (func(), error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
+}
+
+// engineMode broadcasts through the shardhub engine.
+type engineMode struct{ e *engine.Engine }
+
+func (m engineMode) broadcast(payload []byte) {
+	for errors.Is(m.e.Broadcast(payload), engine.ErrQueueFull) {
+		time.Sleep(100 * time.Microsecond) // the queue is bounded; never drop in a benchmark
+	}
+}
+func (engineMode) stop() {}
+
+// runPhase offers o.Rate broadcasts per second for o.Duration through b, then
+// collects what the clients received.
+func runPhase(o RealOptions, w *clientSet, id int, name string, b broadcaster) (*PhaseResult, error) {
+	if err := w.send(clientCmd{Cmd: "phase", Phase: id}); err != nil {
+		return nil, err
+	}
+	for _, r := range w.collect() { // every worker counts this phase before it starts
+		if r.Error != "" {
+			return nil, errors.New(r.Error)
+		}
+	}
+	cpu0 := processCPU()
+	start := time.Now()
+	interval := time.Second / time.Duration(o.Rate)
+	payload := make([]byte, 0, o.Payload+64)
+	var sent int64
+	for i := 0; ; i++ {
+		at := start.Add(time.Duration(i) * interval)
+		if at.Sub(start) >= o.Duration {
+			break
+		}
+		if d := time.Until(at); d > 0 {
+			time.Sleep(d)
+		}
+		payload = appendBenchPayload(payload[:0], id, uint64(i+1), time.Now().UnixNano(), o.Payload)
+		b.broadcast(payload)
+		sent++
+	}
+	b.stop()
+	if err := w.send(clientCmd{Cmd: "end", Phase: id, Expect: sent}); err != nil {
+		return nil, err
+	}
+	p := &PhaseResult{Name: name, Broadcasts: sent, Expected: sent * int64(o.Conns),
+		Latency: hdrhistogram.New(1, int64(10*time.Minute/time.Microsecond), 3)}
+	var last time.Time
+	for _, r := range w.collect() {
+		if r.Error != "" && p.ClientError == "" {
+			p.ClientError = r.Error
+		}
+		p.Received += r.Received
+		p.Duplicates += r.Duplicates
+		p.OutOfOrder += r.OutOfOrder
+		if t := time.Unix(0, r.LastNanos); t.After(last) {
+			last = t
+		}
+		mergeSnapshot(p.Latency, r.Latency)
+	}
+	p.ServerCPU = processCPU() - cpu0
+	p.Elapsed = last.Sub(start)
+	if p.Elapsed <= 0 {
+		p.Elapsed = time.Since(start)
+	}
+	return p, nil
+}
+
+// appendBenchPayload appends {"ph":P,"seq":S,"ts":T,"pad":"xx…"} of about size bytes.
+func appendBenchPayload(dst []byte, phase int, seq uint64, ts int64, size int) []byte {
+	start := len(dst)
+	dst = append(dst, `{"ph":`...)
+	dst = strconv.AppendInt(dst, int64(phase), 10)
+	dst = append(dst, `,"seq":`...)
+	dst = strconv.AppendUint(dst, seq, 10)
+	dst = append(dst, `,"ts":`...)
+	dst = strconv.AppendInt(dst, ts, 10)
+	dst = append(dst, `,"pad":"`...)
+	for len(dst)-start < size-2 {
+		dst = append(dst, 'x')
+	}
+	return append(dst, '"', '}')
+}
+
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func readRSS() int64 {
+	b, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 2 {
+		return 0
+	}
+	pages, _ := strconv.ParseInt(f[1], 10, 64)
+	return pages * int64(os.Getpagesize())
+}
+
+// readKernelMem returns the kernel's slab memory plus its TCP buffer memory, in
+// bytes (Slab of /proc/meminfo, mem pages of /proc/net/sockstat), or -1. An idle
+// socket holds no buffer pages; its cost is slab objects: the socket, inode,
+// file, epoll entry. The figure is host-wide, so other activity adds noise.
+func readKernelMem() int64 {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return -1
+	}
+	var slab int64 = -1
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "Slab:" {
+			kb, err := strconv.ParseInt(f[1], 10, 64)
+			if err == nil {
+				slab = kb << 10
+			}
+		}
+	}
+	if slab < 0 {
+		return -1
+	}
+	if b, err := os.ReadFile("/proc/net/sockstat"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			f := strings.Fields(line)
+			for i := 0; len(f) > 0 && f[0] == "TCP:" && i+1 < len(f); i++ {
+				if f[i] == "mem" {
+					if pages, err := strconv.ParseInt(f[i+1], 10, 64); err == nil {
+						slab += pages * int64(os.Getpagesize())
+					}
+				}
+			}
+		}
+	}
+	return slab
+}
+
+// Report renders r in the shared report schema.
+func (r *RealResult) Report(name string, o RealOptions) *report.Report {
+	o.defaults()
+	rep := report.New(report.KindBench, name)
+	_ = rep.SetConfig(o)
+	rep.AddMetricHelp("conns", float64(r.Conns), "conns", report.Informational, "loopback WebSocket connections, same sockets in every phase")
+	rep.AddMetricHelp("shards", float64(r.Shards), "", report.Informational, "engine shards")
+	rep.AddMetricHelp("idle_heap_bytes_per_conn", r.HeapPerConn, "B", report.LowerIsBetter, "Go heap per idle connection (runtime/metrics, after GC)")
+	rep.AddMetricHelp("idle_stack_bytes_per_conn", r.StackPerConn, "B", report.LowerIsBetter, "goroutine stacks per idle connection")
+	rep.AddMetricHelp("idle_go_bytes_per_conn", r.HeapPerConn+r.StackPerConn, "B", report.LowerIsBetter, "heap + stacks per idle connection")
+	rep.AddMetricHelp("idle_rss_bytes_per_conn", r.RSSPerConn, "B", report.LowerIsBetter, "resident set growth per idle connection")
+	if r.KernelPerConn > 0 {
+		rep.AddMetricHelp("idle_kernel_bytes_per_conn", r.KernelPerConn, "B", report.LowerIsBetter, "kernel memory per connection, server and client sockets together (slab + TCP buffers, host-wide)")
+	}
+	rep.AddMetricHelp("goroutines_per_conn", r.GoroutinesPerConn, "", report.LowerIsBetter, "goroutines per idle connection")
+	for _, p := range r.Phases {
+		pre := p.Name + "_"
+		rep.AddMetricHelp(pre+"deliveries_per_sec", p.DeliveriesPerSec(), "msg/s", report.HigherIsBetter, "messages received by the clients per second")
+		rep.AddMetricHelp(pre+"loss_ratio", 1-float64(p.Received)/float64(max(p.Expected, 1)), "", report.LowerIsBetter, "share of broadcast × connection deliveries not received")
+		rep.AddMetricHelp(pre+"latency_p50_ms", float64(p.Latency.ValueAtQuantile(50))/1000, "ms", report.LowerIsBetter, "send to receive")
+		rep.AddMetricHelp(pre+"latency_p99_ms", float64(p.Latency.ValueAtQuantile(99))/1000, "ms", report.LowerIsBetter, "send to receive")
+		rep.AddMetricHelp(pre+"latency_max_ms", float64(p.Latency.Max())/1000, "ms", report.LowerIsBetter, "send to receive")
+		rep.AddMetricHelp(pre+"server_cpu_ns_per_delivery", p.ServerNsPerDelivery(), "ns", report.LowerIsBetter, "server process CPU per delivered message")
+		if p.ClientError != "" {
+			rep.Notef("%s: a client reported: %s", p.Name, p.ClientError)
+		}
+		if p.Forced > 0 || p.WriteErrors > 0 {
+			rep.Notef("%s: the engine evicted %d slow consumers and closed %d connections on write errors", p.Name, p.Forced, p.WriteErrors)
+		}
+		if p.OutOfOrder > 0 || p.Duplicates > 0 {
+			rep.Notef("%s: %d out of order, %d duplicates", p.Name, p.OutOfOrder, p.Duplicates)
+		}
+	}
+	sh, raw, naive := r.Phase(PhaseShardhub), r.Phase(PhaseRaw), r.Phase(PhaseNaive)
+	if sh != nil && raw != nil && raw.Received > 0 {
+		rep.AddMetricHelp("efficiency_vs_raw", sh.DeliveriesPerSec()/raw.DeliveriesPerSec(), "ratio", report.HigherIsBetter, "shardhub deliveries/s ÷ raw batching ceiling deliveries/s, same sockets, same run")
+		if sh.ServerNsPerDelivery() > 0 {
+			rep.AddMetricHelp("cpu_efficiency_vs_raw", raw.ServerNsPerDelivery()/sh.ServerNsPerDelivery(), "ratio", report.HigherIsBetter, "raw ceiling server CPU per delivery ÷ shardhub's")
+		}
+	}
+	if sh != nil && naive != nil && naive.Received > 0 {
+		rep.AddMetricHelp("speedup_vs_naive", sh.DeliveriesPerSec()/naive.DeliveriesPerSec(), "ratio", report.HigherIsBetter, "shardhub deliveries/s ÷ naive single-hub deliveries/s")
+	}
+	if sh != nil {
+		rep.Latency = report.LatencyFromHistogram(sh.Latency, "us")
+	}
+	return rep
+}
+
+// clientCmd is a line the benchmark sends to a client worker.
+type clientCmd struct {
+	Cmd       string `json:"cmd"` // connect, phase, end, quit
+	URL       string `json:"url,omitempty"`
+	Conns     int    `json:"conns,omitempty"`
+	SourceIPs string `json:"source_ips,omitempty"`
+	Phase     int    `json:"phase,omitempty"`
+	Expect    int64  `json:"expect,omitempty"` // broadcasts sent in the phase
+}
+
+// clientReport is a line a client worker answers with.
+type clientReport struct {
+	Connected  int       `json:"connected,omitempty"`
+	Received   int64     `json:"received,omitempty"`
+	Duplicates int64     `json:"duplicates,omitempty"`
+	OutOfOrder int64     `json:"out_of_order,omitempty"`
+	LastNanos  int64     `json:"last_nanos,omitempty"`
+	Latency    *snapshot `json:"latency,omitempty"`
+	Error      string    `json:"error,omitempty"`
+}
+
+// snapshot carries a histogram between processes.
+type snapshot = hdrhistogram.Snapshot
+
+func mergeSnapshot(dst *hdrhistogram.Histogram, s *snapshot) {
+	if s == nil {
+		return
+	}
+	dst.Merge(hdrhistogram.Import(s))
+}
+
+// clientSet is the running client worker processes.
+type clientSet struct {
+	procs []*exec.Cmd
+	in    []io.WriteCloser
+	out   []*bufio.Scanner
+}
+
+func startClients(o RealOptions, url string) (*clientSet, error) {
+	cmdline := o.ClientCommand
+	if cmdline == nil {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, err
+		}
+		cmdline = []string{exe, "bench", "--client"}
+	}
+	ips, err := expandIPs(o.SourceIPs)
+	if err != nil {
+		return nil, err
+	}
+	w := &clientSet{}
+	per := (o.Conns + o.Workers - 1) / o.Workers
+	left := o.Conns
+	for i := range o.Workers {
+		n := min(per, left)
+		left -= n
+		cmd := exec.Command(cmdline[0], cmdline[1:]...)
+		cmd.Stderr = os.Stderr
+		stdin, err := cmd.StdinPipe()
+		if err != nil {
+			return nil, err
+		}
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			return nil, err
+		}
+		if err := cmd.Start(); err != nil {
+			w.close()
+			return nil, fmt.Errorf("bench: starting client worker: %w", err)
+		}
+		sc := bufio.NewScanner(stdout)
+		sc.Buffer(make([]byte, 1<<20), 64<<20)
+		w.procs, w.in, w.out = append(w.procs, cmd), append(w.in, stdin), append(w.out, sc)
+		mine := ips[i*len(ips)/o.Workers : max((i+1)*len(ips)/o.Workers, i*len(ips)/o.Workers+1)]
+		if err := json.NewEncoder(stdin).Encode(clientCmd{Cmd: "connect", URL: url, Conns: n, SourceIPs: strings.Join(mine, ",")}); err != nil {
+			w.close()
+			return nil, err
+		}
+	}
+	for i, r := range w.collect() {
+		if r.Error != "" {
+			w.close()
+			return nil, fmt.Errorf("bench: client worker %d: %s", i, r.Error)
+		}
+	}
+	return w, nil
+}
+
+func (w *clientSet) send(c clientCmd) error {
+	for _, in := range w.in {
+		if err := json.NewEncoder(in).Encode(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (w *clientSet) collect() []clientReport {
+	out := make([]clientReport, len(w.out))
+	for i, sc := range w.out {
+		if !sc.Scan() {
+			out[i].Error = "worker exited"
+			continue
+		}
+		if err := json.Unmarshal(sc.Bytes(), &out[i]); err != nil {
+			out[i].Error = "bad worker output: " + err.Error()
+		}
+	}
+	return out
+}
+
+func (w *clientSet) close() {
+	_ = w.send(clientCmd{Cmd: "quit"})
+	for _, in := range w.in {
+		in.Close()
+	}
+	for _, p := range w.procs {
+		done := make(chan struct{})
+		go func() { _ = p.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			_ = p.Process.Kill()
+			<-done
+		}
+	}
+}
+
+// expandIPs turns "127.0.0.2-127.0.0.9" or "a,b,c" into addresses.
+func expandIPs(spec string) ([]string, error) {
+	var out []string
+	for _, part := range strings.Split(spec, ",") {
+		part = strings.TrimSpace(part)
+		lo, hi, isRange := strings.Cut(part, "-")
+		a := net.ParseIP(lo).To4()
+		if a == nil {
+			return nil, fmt.Errorf("bench: bad source address %q", lo)
+		}
+		if !isRange {
+			out = append(out, a.String())
+			continue
+		}
+		b := net.ParseIP(hi).To4()
+		if b == nil || a[0] != b[0] || a[1] != b[1] || a[2] != b[2] || a[3] > b[3] {
+			return nil, fmt.Errorf("bench: bad source range %q (only the last byte may vary)", part)
+		}
+		for x := int(a[3]); x <= int(b[3]); x++ {
+			out = append(out, net.IPv4(a[0], a[1], a[2], byte(x)).String())
+		}
+	}
+	for _, ip := range out {
+		if !net.ParseIP(ip).IsLoopback() {
+			return nil, fmt.Errorf("bench: source address %s is not loopback", ip)
+		}
+	}
+	return out, nil
+}

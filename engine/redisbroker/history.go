@@ -1,0 +1,127 @@
+package redisbroker
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/shardhub/shardhub/engine"
+)
+
+// publishScript stores a publication in its channel's stream and publishes it
+// with the stream id as offset, atomically: offsets and publish order agree,
+// and a reader that sees a publication live can rely on it being in the
+// stream. Each entry also records its predecessor's id (field p), so History
+// can tell "the client saw the entry just trimmed" (recoverable) from "entries
+// after the client's offset were trimmed" (not). KEYS[1] stream; ARGV pub/sub
+// channel, MAXLEN, TTL in ms, envelope head, data.
+var publishScript = redis.NewScript(`
+local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+local prev = ''
+if top[1] then prev = top[1][1] end
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[2], '*', 'd', ARGV[5], 'p', prev)
+local ttl = tonumber(ARGV[3])
+if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
+redis.call('PUBLISH', ARGV[1], ARGV[4] .. string.len(id) .. ':' .. id .. ARGV[5])
+return id
+`)
+
+// Hold subscribes this instance to channel, apart from the engine's own
+// subscription, and returns once Redis confirmed it: every publication after
+// that reaches the engine. release reports whether the connection stayed up.
+func (b *Broker) Hold(ctx context.Context, channel string) (release func() (intact bool), err error) {
+	if err := b.ready(); err != nil {
+		return nil, err
+	}
+	rc := b.names.ch + channel
+	s := b.subFor(rc)
+	gen, err := s.hold(ctx, rc)
+	if err != nil {
+		return nil, fmt.Errorf("redisbroker: subscribing %q: %w", channel, err)
+	}
+	return func() bool {
+		ok := s.intact(gen)
+		s.remove(rc, false)
+		return ok
+	}, nil
+}
+
+// History returns channel's publications after since, oldest first, once every
+// publication the read saw has been handed to HandlePublication (call it while
+// holding the channel, see Hold): a publication still in flight on the
+// subscriber connection would otherwise reach the engine after the recovery's
+// seam and be delivered twice. ok is
+// false when the stream no longer reaches back to since: it expired or never
+// existed (Redis restarted without persistence, TTL passed), or entries after
+// since were trimmed.
+//
+// Since is recoverable when it is not newer than the stream's last id and is
+// either not older than its first retained entry (trimming only removes the
+// oldest, so everything after since is there) or is that entry's recorded
+// predecessor (the client saw exactly the entry trimmed last). Stream ids grow
+// with time, so an offset from before a restart is older than everything in
+// the new stream, whose first entry has no predecessor: both tests fail.
+func (b *Broker) History(ctx context.Context, channel, since string) (pubs []engine.Publication, ok bool, err error) {
+	if err := b.ready(); err != nil {
+		return nil, false, err
+	}
+	r := b.cfg.rule(channel)
+	if r == nil {
+		return nil, false, nil
+	}
+	key := b.names.hist + channel
+	// The marker, published in the same transaction as the read, comes back
+	// through this instance's subscription after every publication the read
+	// saw: waiting for it means all of them have reached HandlePublication.
+	rc := b.names.ch + channel
+	token := strconv.FormatUint(b.markerSeq.Add(1), 10)
+	seen := make(chan struct{})
+	b.markers.Store(token, seen)
+	defer b.markers.Delete(token)
+	var info *redis.XInfoStreamCmd
+	var rng *redis.XMessageSliceCmd
+	_, err = b.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		info = p.XInfoStream(ctx, key)
+		rng = p.XRangeN(ctx, key, since, "+", int64(r.Size)+1)
+		p.Publish(ctx, rc, encode(kindProbe, b.id, []byte(token)))
+		return nil
+	})
+	if ierr := info.Err(); ierr != nil {
+		if strings.Contains(ierr.Error(), "no such key") {
+			return nil, false, nil
+		}
+		return nil, false, ierr
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	st := info.Val()
+	last, first := st.LastGeneratedID, st.FirstEntry.ID
+	prev, _ := st.FirstEntry.Values["p"].(string)
+	switch {
+	case engine.CompareOffsets(since, last) > 0:
+		return nil, false, nil
+	case st.Length == 0:
+		return nil, since == last, nil
+	case engine.CompareOffsets(since, first) >= 0:
+	case prev != "" && since == prev:
+	default:
+		return nil, false, nil
+	}
+	select {
+	case <-seen:
+	case <-ctx.Done():
+		return nil, false, fmt.Errorf("redisbroker: history of %q: publications in flight did not arrive: %w", channel, ctx.Err())
+	}
+	for _, m := range rng.Val() {
+		if engine.CompareOffsets(m.ID, since) <= 0 {
+			continue
+		}
+		d, _ := m.Values["d"].(string)
+		pubs = append(pubs, engine.Publication{Offset: m.ID, Data: []byte(d)})
+	}
+	return pubs, true, nil
+}

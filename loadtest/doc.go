@@ -1,0 +1,42 @@
+// Package loadtest is shardhub's load generator as a library: it opens many
+// real WebSocket connections to one or more servers (shardhub or any RFC 6455
+// server), publishes through their HTTP API or a publisher connection, and
+// measures connects, deliveries, loss, ordering, latency and its own CPU. The
+// `shardhub loadtest` command is a thin wrapper; the report it writes is
+// package loadtest/report.
+//
+// # Using it
+//
+//	res, err := loadtest.Run(ctx, loadtest.Config{
+//		URLs:  []string{"ws://127.0.0.1:8080/ws"},
+//		Conns: 5000, Rate: 20, Duration: 30 * time.Second,
+//	})
+//	rep := res.Report("nightly")
+//	_ = rep.WriteFile("nightly.json")
+//
+// Run refuses non-loopback targets unless Config.AllowRemote, and every phase is
+// bounded, so a run always ends by itself. A program that sets Config.Workers
+// above one must call ServeWorker when it is started as Config.WorkerCommand.
+//
+// # Concurrency
+//
+// Run is safe to call from several goroutines (each run is independent) and
+// blocks until the run is over. Inside a run:
+//
+//   - The goroutine that called Run owns the orchestrator: phases, sampling, the
+//     time series and the merged histograms. Config.OnProgress is called from it
+//     and must not block.
+//   - Each connection has one reader goroutine that owns its frame parser and its
+//     per-stream sequence windows; it records into one of 16 statistics shards
+//     (atomic counters, a mutex-guarded histogram) chosen by connection index.
+//     Writes to a connection (subscribe, pong, close echo) are serialised by the
+//     connection's write mutex.
+//   - A ramp goroutine per fleet starts dials; at most DialConcurrency
+//     handshakes are in flight per process (a bounded semaphore); each dial
+//     goroutine becomes the connection's reader.
+//   - One goroutine per publish target publishes on a fixed schedule; it never
+//     queues: when the server is slower than the schedule it falls behind and
+//     counts what it could not send.
+//   - With workers, one goroutine per worker process reads its JSON reports;
+//     the orchestrator talks to the worker over its stdin.
+package loadtest

@@ -1,0 +1,125 @@
+package report
+
+import (
+	"bufio"
+	"context"
+	"os"
+	"os/exec"
+	"runtime"
+	"runtime/debug"
+	"strings"
+	"time"
+)
+
+// Env describes where a report was produced, so that compare can tell apart
+// runs that differ by code from runs that differ by machine.
+type Env struct {
+	Host       string `json:"host"`
+	OS         string `json:"os"`
+	Arch       string `json:"arch"`
+	Kernel     string `json:"kernel,omitempty"`
+	CPUModel   string `json:"cpu_model,omitempty"`
+	Cores      int    `json:"cores"`
+	GOMAXPROCS int    `json:"gomaxprocs"`
+	GoVersion  string `json:"go_version"`
+	// Module is the main module's version as built ("(devel)" from a checkout).
+	Module string `json:"module,omitempty"`
+	// GitRevision is the commit the binary was built from (from the build info,
+	// else `git rev-parse HEAD` in the working directory); GitDirty says the
+	// tree had uncommitted changes, where that is known.
+	GitRevision string `json:"git_revision,omitempty"`
+	GitDirty    bool   `json:"git_dirty,omitempty"`
+	// RlimitNofile is the open-files limit (soft, hard) of the producing process.
+	RlimitNofile [2]uint64 `json:"rlimit_nofile"`
+	// Args is the producing command line.
+	Args []string `json:"args,omitempty"`
+	// Sysctl holds kernel settings that bound socket counts
+	// (net.ipv4.ip_local_port_range, net.core.somaxconn, fs.file-max…).
+	Sysctl map[string]string `json:"sysctl,omitempty"`
+}
+
+// CollectEnv describes the current process and machine. Fields it cannot learn
+// stay empty; it never fails.
+func CollectEnv() Env {
+	e := Env{
+		OS:         runtime.GOOS,
+		Arch:       runtime.GOARCH,
+		Cores:      runtime.NumCPU(),
+		GOMAXPROCS: runtime.GOMAXPROCS(0),
+		GoVersion:  runtime.Version(),
+		Args:       append([]string(nil), os.Args...),
+	}
+	e.Host, _ = os.Hostname()
+	e.Kernel = readTrim("/proc/sys/kernel/osrelease")
+	e.CPUModel = cpuModel()
+	e.RlimitNofile = rlimitNofile()
+	if info, ok := debug.ReadBuildInfo(); ok {
+		e.Module = info.Main.Version
+		for _, s := range info.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				e.GitRevision = s.Value
+			case "vcs.modified":
+				e.GitDirty = s.Value == "true"
+			}
+		}
+	}
+	if e.GitRevision == "" {
+		// Builds with -buildvcs=false (or `go run`, tests) carry no revision; the
+		// working tree usually is the checkout the binary came from.
+		e.GitRevision, e.GitDirty = gitRevision()
+	}
+	e.Sysctl = map[string]string{}
+	for key, path := range map[string]string{
+		"net.ipv4.ip_local_port_range": "/proc/sys/net/ipv4/ip_local_port_range",
+		"net.core.somaxconn":           "/proc/sys/net/core/somaxconn",
+		"fs.file-max":                  "/proc/sys/fs/file-max",
+		"fs.nr_open":                   "/proc/sys/fs/nr_open",
+	} {
+		if v := readTrim(path); v != "" {
+			e.Sysctl[key] = strings.Join(strings.Fields(v), " ")
+		}
+	}
+	if len(e.Sysctl) == 0 {
+		e.Sysctl = nil
+	}
+	return e
+}
+
+func readTrim(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
+func cpuModel() string {
+	f, err := os.Open("/proc/cpuinfo")
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), ":")
+		if ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
+
+// gitRevision asks git, read-only and briefly, for HEAD and whether the tree is
+// dirty. It returns "" where git or a repository is missing.
+func gitRevision() (string, bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "git", "rev-parse", "HEAD").Output()
+	if err != nil {
+		return "", false
+	}
+	rev := strings.TrimSpace(string(out))
+	st, err := exec.CommandContext(ctx, "git", "status", "--porcelain", "--untracked-files=no").Output()
+	return rev, err == nil && strings.TrimSpace(string(st)) != ""
+}
