@@ -242,24 +242,33 @@ func (e *Engine) sendPrivate(ctx context.Context, target *Target, id, from strin
 	if e.closing.Load() {
 		return ErrShutdown
 	}
-	if target == nil {
+	// The common case, a recipient on this instance, needs no Target: look it
+	// up once and deliver.
+	if target == nil || target.Local {
+		if sc := e.shardFor(id).Lookup(id); sc != nil {
+			return e.deliverPrivate(sc, from, data)
+		}
+		if target != nil {
+			return ErrConnNotFound // it was here when resolved and has left
+		}
 		t, err := e.resolve(ctx, id)
 		if err != nil {
 			return err
 		}
+		if t.Local { // registered between the two lookups
+			return e.sendPrivate(ctx, t, id, from, data)
+		}
 		target = t
 	}
-	if !target.Local {
-		if err := e.router.SendTo(ctx, target.Instance, id, from, data); err != nil {
-			return err
-		}
-		e.metrics.privates.Inc()
-		return nil
+	if err := e.router.SendTo(ctx, target.Instance, id, from, data); err != nil {
+		return err
 	}
-	sc := e.shardFor(id).Lookup(id)
-	if sc == nil {
-		return ErrConnNotFound
-	}
+	e.metrics.privates.Inc()
+	return nil
+}
+
+// deliverPrivate encodes a private message once and queues it on sc.
+func (e *Engine) deliverPrivate(sc *shard.Conn, from string, data []byte) error {
 	f := frame.New(len(data) + len(from) + 40)
 	f.SetPayload(e.codec.AppendPrivate(f.Payload(), from, data))
 	f.Seal(e.codec.Opcode())

@@ -233,26 +233,28 @@ func (c *Conn) enqueueLocked(f *frame.Frame) error {
 }
 
 // queuePool recycles queue backing arrays, so queueing a frame (a reply, a
-// publication in a mixed batch, a backlog) allocates nothing in steady state and
-// an idle connection holds no array.
-var queuePool = sync.Pool{New: func() any { q := make([]*frame.Frame, 0, 8); return &q }}
+// publication in a mixed batch, a private message) allocates nothing in steady
+// state and an idle connection holds no array. It holds fixed-size arrays, not
+// slices: putting a slice would allocate its header on every Put.
+var queuePool = sync.Pool{New: func() any { return new([pooledQueueLen]*frame.Frame) }}
 
-// maxPooledQueue is the largest backing array returned to queuePool; the
-// arrays of big backlogs are left to the garbage collector.
-const maxPooledQueue = 256
+// pooledQueueLen is the capacity of a pooled queue array. A queue that outgrows
+// it is a backlog; its larger arrays are left to the garbage collector.
+const pooledQueueLen = 8
 
 func (c *Conn) pushLocked(f *frame.Frame) {
 	if c.queue == nil {
-		c.queue = *queuePool.Get().(*[]*frame.Frame)
+		c.queue = queuePool.Get().(*[pooledQueueLen]*frame.Frame)[:0]
 	}
 	c.queue = append(c.queue, f)
 }
 
 // dropQueueLocked gives an empty queue's backing array back to the pool.
 func (c *Conn) dropQueueLocked() {
-	if q := c.queue[:0]; cap(q) > 0 && cap(q) <= maxPooledQueue {
-		clear(q[:cap(q)])
-		queuePool.Put(&q)
+	if cap(c.queue) == pooledQueueLen {
+		a := (*[pooledQueueLen]*frame.Frame)(c.queue[:pooledQueueLen])
+		clear(a[:])
+		queuePool.Put(a)
 	}
 	c.queue = nil
 }
