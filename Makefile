@@ -58,7 +58,7 @@ bench-1m: build
 	./$(BIN) bench --virtual --conns 1000000 --json reports/bench-1m.json --html reports/bench-1m.html
 
 ## bench-real: 19,000 loopback sockets: shardhub vs the raw write ceiling vs a naive hub
-BENCH_REAL_FLAGS ?= --conns 19000 --rate 100 --duration 5s
+BENCH_REAL_FLAGS ?= --conns 19000 --rate 200 --duration 5s
 bench-real: build
 	@mkdir -p reports
 	./$(BIN) bench --real $(BENCH_REAL_FLAGS) --json reports/bench-real.json --html reports/bench-real.html

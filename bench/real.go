@@ -46,6 +46,9 @@ type RealOptions struct {
 	// CPUProfile, when set, is a file for a CPU profile of the server process
 	// during the shardhub phase.
 	CPUProfile string `json:"-"`
+	// MemProfile, when set, is a file for a heap profile of the server process
+	// with every connection open and idle (sampling every allocation: slower).
+	MemProfile string `json:"-"`
 	// ClientCommand starts one client worker; the worker runs RunClient. Nil
 	// means this executable with the arguments `bench --client`.
 	ClientCommand []string `json:"-"`
@@ -155,6 +158,9 @@ func (c capture) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 // same sockets through the engine, the raw write ceiling and the naive hub.
 func RunReal(o RealOptions) (*RealResult, error) {
 	o.defaults()
+	if o.MemProfile != "" {
+		runtime.MemProfileRate = 1 // before the first connection: an exact profile
+	}
 	e, err := engine.New(engine.Config{Shards: o.Shards, Logger: quiet(), PingInterval: -1, InboundRate: -1})
 	if err != nil {
 		return nil, err
@@ -209,6 +215,11 @@ func RunReal(o RealOptions) (*RealResult, error) {
 	if kern0 >= 0 && kern1 >= 0 {
 		res.KernelPerConn = float64(kern1-kern0) / n
 	}
+	if o.MemProfile != "" {
+		if err := writeHeapProfile(o.MemProfile); err != nil {
+			return res, err
+		}
+	}
 	o.Progress("idle: heap %.0f B + stacks %.0f B per connection, RSS %.0f B, kernel %.0f B",
 		res.HeapPerConn, res.StackPerConn, res.RSSPerConn, res.KernelPerConn)
 
@@ -245,6 +256,18 @@ func RunReal(o RealOptions) (*RealResult, error) {
 			p.DeliveriesPerSec(), time.Duration(p.Latency.ValueAtQuantile(99))*time.Microsecond, p.Received, p.Expected, p.ServerNsPerDelivery())
 	}
 	return res, nil
+}
+
+func writeHeapProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 func startCPUProfile(path string) (func(), error) {
@@ -518,7 +541,9 @@ func startClients(o RealOptions, url string) (*clientSet, error) {
 			return nil, fmt.Errorf("bench: starting client worker: %w", err)
 		}
 		sc := bufio.NewScanner(stdout)
-		sc.Buffer(make([]byte, 1<<20), 64<<20)
+		// Small at first: it is allocated inside the idle-memory measurement,
+		// and grows only for the large result lines that come after it.
+		sc.Buffer(make([]byte, 4<<10), 64<<20)
 		w.procs, w.in, w.out = append(w.procs, cmd), append(w.in, stdin), append(w.out, sc)
 		mine := ips[i*len(ips)/o.Workers : max((i+1)*len(ips)/o.Workers, i*len(ips)/o.Workers+1)]
 		if err := json.NewEncoder(stdin).Encode(clientCmd{Cmd: "connect", URL: url, Conns: n, SourceIPs: strings.Join(mine, ",")}); err != nil {

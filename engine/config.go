@@ -15,7 +15,7 @@ import (
 
 // Defaults applied by Config for zero fields.
 const (
-	DefaultShardsPerProc      = 4
+	DefaultShardsPerProc      = 1
 	DefaultBroadcastQueue     = 256
 	DefaultShardInbox         = 1024
 	DefaultConnQueueMessages  = 1024
@@ -43,7 +43,9 @@ const (
 // to check it.
 type Config struct {
 	// Shards is the number of hub shards, each an actor goroutine owning the
-	// connections hashed to it. Zero means 4 × GOMAXPROCS.
+	// connections hashed to it. Zero means GOMAXPROCS: one shard per core writes
+	// the largest batches per wake-up (more shards cost CPU per delivery on real
+	// sockets; docs/benchmarks.md).
 	Shards int
 	// BroadcastQueue is the capacity of the queue between Broadcast/Publish and
 	// the fan-out coordinator. When it is full the message is dropped and counted;

@@ -21,7 +21,7 @@ func runBench(args []string) int {
 	client := fs.Bool("client", false, "internal: run as a client worker of --real (commands on stdin)")
 	var vo bench.VirtualOptions
 	fs.IntVar(&vo.Conns, "conns", 1_000_000, "connections")
-	fs.IntVar(&vo.Shards, "shards", 0, "engine shards (0 = 4 × GOMAXPROCS)")
+	fs.IntVar(&vo.Shards, "shards", 0, "engine shards (0 = GOMAXPROCS)")
 	fs.IntVar(&vo.Broadcasts, "broadcasts", 50, "single broadcasts to time (--virtual)")
 	fs.IntVar(&vo.Burst, "burst", 100, "broadcasts sent back to back in the burst phase (--virtual)")
 	fs.IntVar(&vo.Payload, "payload", 64, "payload bytes")
@@ -30,6 +30,7 @@ func runBench(args []string) int {
 	fs.DurationVar(&ro.Duration, "duration", 5*time.Second, "length of each measured phase (--real)")
 	fs.IntVar(&ro.Workers, "workers", 0, "client worker processes (--real; 0 = one per 9,500 connections)")
 	fs.StringVar(&ro.CPUProfile, "cpuprofile", "", "write a CPU profile of the server during the shardhub phase (--real)")
+	fs.StringVar(&ro.MemProfile, "memprofile", "", "write a heap profile of the server with every connection idle (--real)")
 	fs.StringVar(&ro.SourceIPs, "source-ips", "127.0.0.2-127.0.0.9", "client source addresses (--real)")
 	name := fs.String("name", "", "report name (default from the mode and size)")
 	jsonOut := fs.String("json", "", "write the report as JSON to this file")

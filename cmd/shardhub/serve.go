@@ -33,7 +33,7 @@ type serveFlags struct {
 func (f *serveFlags) define(fs *flag.FlagSet) {
 	d := engine.Config{}
 	fs.StringVar(&f.addr, "addr", ":8080", "listen address")
-	fs.IntVar(&f.cfg.Shards, "shards", d.Shards, "hub shards (0 = 4 × GOMAXPROCS)")
+	fs.IntVar(&f.cfg.Shards, "shards", d.Shards, "hub shards (0 = GOMAXPROCS)")
 	fs.IntVar(&f.cfg.BroadcastQueue, "broadcast-queue", engine.DefaultBroadcastQueue, "broadcast queue capacity; full = drop and count")
 	fs.IntVar(&f.cfg.ShardInbox, "shard-inbox", engine.DefaultShardInbox, "per-shard delivery inbox capacity")
 	fs.IntVar(&f.cfg.ConnQueueMessages, "conn-queue-messages", engine.DefaultConnQueueMessages, "frames that may wait for one connection before it is evicted")
