@@ -22,6 +22,7 @@ import (
 	"github.com/HdrHistogram/hdrhistogram-go"
 
 	"github.com/shardhub/shardhub/engine"
+	"github.com/shardhub/shardhub/engine/server"
 	"github.com/shardhub/shardhub/loadtest/report"
 )
 
@@ -371,18 +372,8 @@ func processCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-func readRSS() int64 {
-	b, err := os.ReadFile("/proc/self/statm")
-	if err != nil {
-		return 0
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 2 {
-		return 0
-	}
-	pages, _ := strconv.ParseInt(f[1], 10, 64)
-	return pages * int64(os.Getpagesize())
-}
+// readRSS is this process's resident set size (0 where /proc is missing).
+func readRSS() int64 { return int64(server.ReadMemory().RSS) }
 
 // readKernelMem returns the kernel's slab memory plus its TCP buffer memory, in
 // bytes (Slab of /proc/meminfo, mem pages of /proc/net/sockstat), or -1. An idle
