@@ -67,6 +67,13 @@ type Config struct {
 	// connections cheap: a message that fits is read with one system call, a
 	// larger one is read past the buffer straight into its own. Zero means 256.
 	ReadBufferSize int
+	// MaxConnections caps the WebSocket connections the engine holds: past it
+	// an upgrade gets 503 Service Unavailable with Retry-After, counted as
+	// shardhub_upgrade_failures_total{reason="max_connections"}. Set it below the
+	// process's open-files limit so the HTTP API, metrics and the broker still
+	// get file descriptors when clients would take them all. Zero means no
+	// limit; `shardhub serve` derives one from RLIMIT_NOFILE.
+	MaxConnections int
 	// MaxSubscriptions is the most channels one connection may subscribe to.
 	// Zero means 1024.
 	MaxSubscriptions int
@@ -270,6 +277,8 @@ func (cfg Config) Validate() error {
 		return bad("ConnQueueBytes", "%d is below MaxMessageSize (%d): one message could never fit", c.ConnQueueBytes, c.MaxMessageSize)
 	case c.ReadBufferSize < minAllowedReadBufferSize || c.ReadBufferSize > maxAllowedReadBufferSize:
 		return bad("ReadBufferSize", "%d is outside %d..%d", c.ReadBufferSize, minAllowedReadBufferSize, maxAllowedReadBufferSize)
+	case c.MaxConnections < 0:
+		return bad("MaxConnections", "%d is negative (0 means no limit)", c.MaxConnections)
 	case c.MaxSubscriptions < 1:
 		return bad("MaxSubscriptions", "%d must be positive", c.MaxSubscriptions)
 	case c.MaxChannelLength < 1:

@@ -42,6 +42,8 @@ type Engine struct {
 	chans  map[string][]uint64 // channel → bitset of shards with local subscribers
 
 	closing      atomic.Bool   // set when Shutdown begins; new upgrades get 503
+	admitted     atomic.Int64  // WebSocket connections admitted and not yet finished (MaxConnections)
+	limitLogged  atomic.Int64  // unix second of the last "connection limit" log line
 	shutdownOnce sync.Once     // runs the shutdown sequence once
 	shutdownDone chan struct{} // closed when the shutdown sequence has finished
 

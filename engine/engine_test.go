@@ -647,3 +647,40 @@ func TestConcurrentPublishersOrdering(t *testing.T) {
 		c.none(20 * time.Millisecond)
 	}
 }
+
+// TestMaxConnections: past the limit an upgrade gets 503 with Retry-After and is
+// counted; the connections already open keep working; a slot freed by a
+// connection that leaves is usable again.
+func TestMaxConnections(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, engine.Config{MaxConnections: 3}, server.Options{})
+	open := []*client{dial(t, ts, "", nil), dial(t, ts, "", nil), dial(t, ts, "", nil)}
+	for range 2 {
+		_, resp, err := tryDial(t, ts, "", nil)
+		if err == nil || resp == nil || resp.StatusCode != http.StatusServiceUnavailable {
+			t.Fatalf("4th connection: err=%v resp=%v, want 503", err, resp)
+		}
+		if resp.Header.Get("Retry-After") == "" {
+			t.Fatal("503 without Retry-After")
+		}
+	}
+	if got := metric(t, ts.e, `shardhub_upgrade_failures_total{reason="max_connections"}`); got != 2 {
+		t.Fatalf("max_connections failures = %v, want 2", got)
+	}
+	// The open connections still get broadcasts.
+	if err := ts.e.Broadcast([]byte(`{"n":1}`)); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range open {
+		c.next("message")
+	}
+	// One leaves: its slot is free once its read loop has ended.
+	_ = open[0].ws.NetConn().Close()
+	waitFor(t, "a free slot", func() bool {
+		_, _, err := tryDial(t, ts, "", nil) // tryDial waits for the welcome
+		return err == nil
+	})
+	if _, _, err := tryDial(t, ts, "", nil); err == nil {
+		t.Fatal("a 5th connection was admitted past the limit of 3")
+	}
+}

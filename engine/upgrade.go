@@ -41,6 +41,21 @@ func (e *Engine) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "origin not allowed", http.StatusForbidden)
 		return
 	}
+	if !e.admit() {
+		e.metrics.countUpgradeFailure("max_connections")
+		if now := time.Now().Unix(); e.limitLogged.Swap(now) != now { // one line a second at most
+			e.cfg.Logger.Warn("shardhub: upgrade refused: connection limit reached", "limit", e.cfg.MaxConnections, "remote", r.RemoteAddr)
+		}
+		w.Header().Set("Retry-After", "5")
+		http.Error(w, "connection limit reached", http.StatusServiceUnavailable)
+		return
+	}
+	admitted := true // until serveConn owns the slot
+	defer func() {
+		if admitted {
+			e.admitted.Add(-1)
+		}
+	}()
 	var user string
 	if auth := e.cfg.Authenticate; auth != nil {
 		u, err := auth(r)
@@ -69,12 +84,30 @@ func (e *Engine) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// an idle connection cheap, and net/http's 4 KiB one is garbage now.
 		br = bufio.NewReaderSize(netConn, e.cfg.ReadBufferSize)
 	}
+	admitted = false
 	e.serveConn(netConn, br, r, user)
+}
+
+// admit takes one of the MaxConnections slots. serveConn gives it back when the
+// connection fails to start or, through readLoop, when it ends.
+func (e *Engine) admit() bool {
+	n := e.admitted.Add(1)
+	if max := e.cfg.MaxConnections; max > 0 && n > int64(max) {
+		e.admitted.Add(-1)
+		return false
+	}
+	return true
 }
 
 // serveConn completes the upgrade of a hijacked connection and starts its read
 // loop.
 func (e *Engine) serveConn(netConn net.Conn, br *bufio.Reader, r *http.Request, user string) {
+	started := false // the read loop owns the admission slot once it runs
+	defer func() {
+		if !started {
+			e.admitted.Add(-1)
+		}
+	}()
 	c := e.newConn(e.newConnID(), transport.New(netConn))
 	c.user = user
 	c.wire = wire{Conn: netConn, c: c}
@@ -104,18 +137,21 @@ func (e *Engine) serveConn(netConn net.Conn, br *bufio.Reader, r *http.Request, 
 			e.metrics.countUpgradeFailure("on_connect")
 			e.cfg.Logger.Info("shardhub: OnConnect rejected connection", "conn", c.ID(), "err", err)
 			_ = socket.WriteClose(ClosePolicyViolation, []byte(truncate(err.Error(), 120)))
+			started = true
 			go c.readLoop() // completes the close handshake, then unregisters
 			return
 		}
 	}
 	c.sendEncoded(len(c.ID())+32, func(b []byte) []byte { return e.codec.AppendWelcome(b, c.ID()) })
 	e.metrics.connects.Inc()
+	started = true
 	go c.readLoop()
 }
 
 // readLoop runs gws's read loop for the connection. Runs in its own goroutine,
 // one per WebSocket connection, until the connection closes.
 func (c *Conn) readLoop() {
+	defer c.e.admitted.Add(-1)
 	defer c.e.readerDone()
 	c.ws.ReadLoop()
 }

@@ -40,6 +40,7 @@ func (f *serveFlags) define(fs *flag.FlagSet) {
 	fs.IntVar(&f.cfg.ConnQueueBytes, "conn-queue-bytes", engine.DefaultConnQueueBytes, "bytes that may wait for one connection before it is evicted")
 	fs.IntVar(&f.cfg.MaxMessageSize, "max-message-size", engine.DefaultMaxMessageSize, "largest inbound message and published payload in bytes (bigger inbound → close 1009)")
 	fs.IntVar(&f.cfg.ReadBufferSize, "read-buffer", engine.DefaultReadBufferSize, "per-connection read buffer in bytes")
+	fs.IntVar(&f.cfg.MaxConnections, "max-conns", -1, "WebSocket connections held at most; more get 503 (-1 = the open-files limit less 512 kept for the API, metrics and Redis; 0 = no limit)")
 	fs.IntVar(&f.cfg.MaxSubscriptions, "max-subscriptions", engine.DefaultMaxSubscriptions, "channels one connection may subscribe to")
 	fs.DurationVar(&f.cfg.PingInterval, "ping-interval", engine.DefaultPingInterval, "ping period (negative disables pings and read deadlines)")
 	fs.DurationVar(&f.cfg.PongWait, "pong-wait", engine.DefaultPongWait, "close a connection silent for this long")
@@ -117,6 +118,9 @@ func runServe(args []string) int {
 	if f.token != "" {
 		cfg.Authenticate = tokenAuth(f.token)
 	}
+	if cfg.MaxConnections == -1 {
+		cfg.MaxConnections = autoMaxConns()
+	}
 	if err := cfg.Validate(); err != nil {
 		fmt.Fprintln(os.Stderr, "shardhub serve:", err)
 		return 2
@@ -147,7 +151,7 @@ func runServe(args []string) int {
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	log.Info("shardhub: serving", "addr", ln.Addr().String(), "shards", e.NumShards(), "instance", e.InstanceID(),
-		"ws", "ws://"+displayAddr(ln.Addr())+"/ws", "version", version())
+		"max_conns", cfg.MaxConnections, "ws", "ws://"+displayAddr(ln.Addr())+"/ws", "version", version())
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -181,4 +185,20 @@ func displayAddr(a net.Addr) string {
 		return "localhost:" + strings.TrimPrefix(s, "0.0.0.0:")
 	}
 	return s
+}
+
+// fdHeadroom is the file descriptors the automatic --max-conns keeps for
+// everything that is not a WebSocket: the listener, API and metrics requests,
+// Redis connections, handshakes being refused, log files.
+const fdHeadroom = 512
+
+// autoMaxConns is the connection limit that keeps fdHeadroom descriptors free
+// under RLIMIT_NOFILE (Go raises the soft limit to the hard one at start-up), or
+// 0 (no limit) where the limit cannot be read or is effectively unlimited.
+func autoMaxConns() int {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil || rl.Cur > 1<<30 {
+		return 0
+	}
+	return max(int(rl.Cur)-fdHeadroom, 64)
 }
