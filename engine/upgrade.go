@@ -278,8 +278,11 @@ func (wsHandler) OnMessage(socket *gws.Conn, msg *gws.Message) {
 func (h wsHandler) OnClose(socket *gws.Conn, err error) {
 	c := connOf(socket)
 	e := h.e
-	c.home().Unregister(&c.sc)
 	reason, cause := classifyClose(err)
+	if reason == "too_large" || reason == "protocol_error" || reason == "invalid_utf8" {
+		c.drainInput()
+	}
+	c.home().Unregister(&c.sc)
 	e.metrics.countDisconnect(reason)
 	switch reason {
 	case "too_large", "protocol_error", "invalid_utf8":
@@ -291,6 +294,20 @@ func (h wsHandler) OnClose(socket *gws.Conn, err error) {
 	if h := e.cfg.Hooks.OnDisconnect; h != nil {
 		h(c, cause)
 	}
+}
+
+// drainLinger bounds how long a connection closed for bad input keeps reading.
+const drainLinger = 2 * time.Second
+
+// drainInput reads and discards what the peer still sends after the server closed
+// the connection for bad input (gws has queued the close frame and the shard
+// half-closes once it is written), until the peer closes or drainLinger passes.
+// Closing a socket with unread bytes makes the kernel send a reset, and a client
+// still sending (a browser in the middle of a 70 KB message) would then see 1006
+// instead of the close code.
+func (c *Conn) drainInput() {
+	_ = c.wire.Conn.SetReadDeadline(time.Now().Add(drainLinger))
+	_, _ = io.Copy(io.Discard, c.wire.Conn)
 }
 
 // classifyClose names why a connection ended, and returns the error to report
