@@ -97,3 +97,21 @@ loadtest-30k: build
 	  --url ws://127.0.0.1:8081/ws,ws://127.0.0.1:8082/ws --source-ips 127.0.0.2-127.0.0.60 \
 	  --rate $(LOADTEST_RATE) --duration $(LOADTEST_DURATION) --ready-match '"type":"welcome"' \
 	  --progress-every 5s --out bin/loadtest-30k.json
+
+## loadtest-70k-cluster: 70,000 real connections over 4 instances sharing 127.0.0.1:18090 (SO_REUSEPORT) and a
+## redis-server on 6391; broadcasts published to one instance reach all (docs/benchmarks.md, "Redis cluster")
+CLUSTER_LT_RATE ?= 2
+.PHONY: loadtest-70k-cluster
+loadtest-70k-cluster: build
+	@command -v redis-server >/dev/null || { echo "needs redis-server (apt-get install redis-server)"; exit 1; }
+	@set -u; dir=$$(mktemp -d); \
+	redis-server --port 6391 --bind 127.0.0.1 --save "" --appendonly no --dir "$$dir" --loglevel warning & pids="$$!"; \
+	trap 'kill $$pids 2>/dev/null; wait $$pids 2>/dev/null; rm -rf "$$dir"' EXIT INT TERM; \
+	for t in 1 2 3 4 5 6 7 8 9 10; do redis-cli -p 6391 ping >/dev/null 2>&1 && break; sleep 0.2; done; \
+	for i in 1 2 3 4; do \
+	  ./$(BIN) serve --addr 127.0.0.1:18090 --reuseport --redis redis://127.0.0.1:6391/0 --instance-id node$$i --log-level warn & pids="$$pids $$!"; \
+	done; sleep 2; \
+	./$(BIN) loadtest --workers 4 --conns 70000 --url ws://127.0.0.1:18090/ws --source-ips 127.0.0.2-127.0.0.120 \
+	  --rate $(CLUSTER_LT_RATE) --duration 20s --publish-to first --ready-match '"type":"welcome"' \
+	  --ramp-timeout 120s --progress-every 10s --out bin/loadtest-70k-cluster.json; \
+	curl -s 127.0.0.1:18090/api/cluster; echo
