@@ -141,8 +141,8 @@ func (b *Broker) Instances(ctx context.Context) ([]Instance, error) {
 		return nil, err
 	}
 	minScore := time.Now().Add(-b.cfg.InstanceTTL).UnixMilli()
-	ids, err := b.client.ZRangeByScore(ctx, b.names.instances, &redis.ZRangeBy{
-		Min: strconv.FormatInt(minScore, 10), Max: "+inf",
+	ids, err := b.client.ZRangeArgs(ctx, redis.ZRangeArgs{
+		Key: b.names.instances, ByScore: true, Start: strconv.FormatInt(minScore, 10), Stop: "+inf",
 	}).Result()
 	if err != nil {
 		return nil, err
