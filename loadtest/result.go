@@ -58,6 +58,10 @@ type series struct {
 	t, open, dps, p50, p99, pubs, cpu, connects []float64
 	lastPub                                     int64
 	lastT                                       float64
+	// peakDPS is the best deliveries/s over intervals at least minPeakDT long:
+	// the short last interval of a phase (and worker counts that arrive late)
+	// would otherwise show as bogus peaks.
+	peakDPS, minPeakDT float64
 }
 
 func (s *series) add(t float64, p Progress, connectRate float64) {
@@ -68,6 +72,9 @@ func (s *series) add(t float64, p Progress, connectRate float64) {
 	s.t = append(s.t, round(t, 3))
 	s.open = append(s.open, float64(p.Open))
 	s.dps = append(s.dps, round(p.DeliveriesPerSec, 1))
+	if dt >= s.minPeakDT {
+		s.peakDPS = max(s.peakDPS, round(p.DeliveriesPerSec, 1))
+	}
 	s.p50 = append(s.p50, float64(p.P50.Microseconds()))
 	s.p99 = append(s.p99, float64(p.P99.Microseconds()))
 	s.pubs = append(s.pubs, round(float64(p.Published-s.lastPub)/dt, 1))
@@ -136,7 +143,7 @@ func (r *Result) Report(name string) *report.Report {
 		if measured > 0 {
 			rep.AddMetricHelp("deliveries_per_sec", round(float64(c.Unique)/measured, 1), "msg/s", H, "deliveries over the publishing phase and drain")
 		}
-		rep.AddMetricHelp("deliveries_per_sec_peak", maxOf(r.series.dps), "msg/s", H, "best sampling interval")
+		rep.AddMetricHelp("deliveries_per_sec_peak", r.series.peakDPS, "msg/s", H, "best full sampling interval")
 		if l := r.Latency; l != nil && l.TotalCount() > 0 {
 			rep.AddMetric("latency_p50_us", float64(l.ValueAtQuantile(50)), "us", L)
 			rep.AddMetric("latency_p90_us", float64(l.ValueAtQuantile(90)), "us", L)
@@ -256,11 +263,3 @@ func (r *Result) idleMetrics(rep *report.Report) {
 }
 
 func ms(us int64) float64 { return round(float64(us)/1000, 3) }
-
-func maxOf(v []float64) float64 {
-	m := 0.0
-	for _, x := range v {
-		m = max(m, x)
-	}
-	return m
-}

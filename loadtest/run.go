@@ -94,6 +94,7 @@ type orchestrator struct {
 func (o *orchestrator) run(ctx context.Context) (*Result, error) {
 	cfg := o.cfg
 	o.res = &Result{Config: cfg, Started: o.start, Errors: map[string]int64{}}
+	o.res.series.minPeakDT = cfg.Interval.Seconds() / 2
 	o.lat, o.connH, o.tickLat = newHist(), newHist(), newHist()
 	o.client = &http.Client{Transport: &http.Transport{
 		MaxIdleConnsPerHost: 16,
