@@ -4,21 +4,18 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/base64"
-	"encoding/binary"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
+
+	"github.com/shardhub/shardhub/loadtest"
 )
 
 // RunClient is a client worker of the real benchmark: it reads commands from in
@@ -61,7 +58,7 @@ func RunClient(in io.Reader, out io.Writer) error {
 
 // clientFleet is one worker's connections and the phase counters they update.
 type clientFleet struct {
-	conns []net.Conn
+	conns []*loadtest.Client
 	wg    sync.WaitGroup
 
 	phase      atomic.Int64
@@ -85,7 +82,7 @@ func dialFleet(c clientCmd) (*clientFleet, error) {
 		f.hists[i].h = newLatencyHist()
 	}
 	ips := strings.Split(c.SourceIPs, ",")
-	conns := make([]net.Conn, c.Conns)
+	conns := make([]*loadtest.Client, c.Conns)
 	errs := make(chan error, 1)
 	sem := make(chan struct{}, 64)
 	var wg sync.WaitGroup
@@ -96,7 +93,7 @@ func dialFleet(c clientCmd) (*clientFleet, error) {
 			defer wg.Done()
 			defer func() { <-sem }()
 			d := net.Dialer{Timeout: 10 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(ips[i%len(ips)])}}
-			conn, br, err := dialWebSocket(&d, c.URL)
+			conn, err := loadtest.Dial(context.Background(), &d, c.URL, nil, 4096, 10*time.Second)
 			if err != nil {
 				select {
 				case errs <- err:
@@ -106,7 +103,7 @@ func dialFleet(c clientCmd) (*clientFleet, error) {
 			}
 			conns[i] = conn
 			f.wg.Add(1)
-			go f.read(conn, br, i)
+			go f.read(conn, i)
 		}()
 	}
 	wg.Wait()
@@ -128,77 +125,17 @@ func newLatencyHist() *hdrhistogram.Histogram {
 	return hdrhistogram.New(1, int64(10*time.Minute/time.Microsecond), 3)
 }
 
-// dialWebSocket opens a WebSocket connection with a minimal client handshake.
-func dialWebSocket(d *net.Dialer, rawURL string) (net.Conn, *bufio.Reader, error) {
-	hostPath := strings.TrimPrefix(rawURL, "ws://")
-	host, path, _ := strings.Cut(hostPath, "/")
-	conn, err := d.DialContext(context.Background(), "tcp", host)
-	if err != nil {
-		return nil, nil, err
-	}
-	var key [16]byte
-	_, _ = rand.Read(key[:])
-	req := "GET /" + path + " HTTP/1.1\r\nHost: " + host + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: " +
-		base64.StdEncoding.EncodeToString(key[:]) + "\r\n\r\n"
-	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.WriteString(conn, req); err != nil {
-		conn.Close()
-		return nil, nil, err
-	}
-	br := bufio.NewReaderSize(conn, 8192)
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
-		conn.Close()
-		return nil, nil, err
-	}
-	if resp.StatusCode != http.StatusSwitchingProtocols {
-		conn.Close()
-		return nil, nil, fmt.Errorf("handshake: HTTP %d", resp.StatusCode)
-	}
-	_ = conn.SetDeadline(time.Time{})
-	return conn, br, nil
-}
-
-// read consumes server frames in place and accounts for benchmark payloads.
+// read consumes server messages and accounts for benchmark payloads.
 // Runs in its own goroutine per connection.
-func (f *clientFleet) read(conn net.Conn, br *bufio.Reader, idx int) {
+func (f *clientFleet) read(conn *loadtest.Client, idx int) {
 	defer f.wg.Done()
 	h := &f.hists[idx%len(f.hists)]
 	var curPhase int64
 	var lastSeq uint64
 	for {
-		hdr, err := br.Peek(2)
+		payload, err := conn.Next()
 		if err != nil {
 			f.fail(err)
-			return
-		}
-		n, hl := int(hdr[1]&0x7F), 2
-		switch n {
-		case 126:
-			if hdr, err = br.Peek(4); err != nil {
-				f.fail(err)
-				return
-			}
-			n, hl = int(binary.BigEndian.Uint16(hdr[2:])), 4
-		case 127:
-			if hdr, err = br.Peek(10); err != nil {
-				f.fail(err)
-				return
-			}
-			n, hl = int(binary.BigEndian.Uint64(hdr[2:])), 10
-		}
-		if hl+n > br.Size() {
-			f.fail(fmt.Errorf("frame of %d bytes exceeds the read buffer", n))
-			return
-		}
-		all, err := br.Peek(hl + n)
-		if err != nil {
-			f.fail(err)
-			return
-		}
-		op, payload := all[0]&0x0F, all[hl:]
-		if op == 0x8 {
-			f.fail(errors.New("server closed the connection"))
 			return
 		}
 		if ph, seq, ts, ok := parseBenchPayload(payload); ok && int64(ph) == f.phase.Load() {
@@ -226,7 +163,6 @@ func (f *clientFleet) read(conn net.Conn, br *bufio.Reader, idx int) {
 				}
 			}
 		}
-		_, _ = br.Discard(hl + n)
 	}
 }
 
