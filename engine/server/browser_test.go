@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"strings"
 	"testing"
 	"time"
 
@@ -106,14 +105,7 @@ func TestBrowserClient(t *testing.T) {
 		t.Helper()
 		var v any
 		_ = json.Unmarshal(res.Steps[step], &v)
-		for _, k := range strings.Split(path, ".") {
-			m, _ := v.(map[string]any)
-			v = m[k]
-		}
-		got, _ := json.Marshal(v)
-		if string(got) != want {
-			t.Errorf("%s %s = %s, want %s", step, path, got, want)
-		}
+		checkPath(t, step, v, path, want)
 	}
 	check("welcome", "a.type", `"welcome"`)
 	check("subscribed", "type", `"subscribed"`)

@@ -101,15 +101,7 @@ func TestNodeWSClient(t *testing.T) {
 	}
 	check := func(step, path, want string) {
 		t.Helper()
-		v := any(steps[step])
-		for _, k := range strings.Split(path, ".") {
-			m, _ := v.(map[string]any)
-			v = m[k]
-		}
-		got, _ := json.Marshal(v)
-		if string(got) != want {
-			t.Errorf("%s %s = %s, want %s", step, path, got, want)
-		}
+		checkPath(t, step, steps[step], path, want)
 	}
 	check("welcome", "a.type", `"welcome"`)
 	check("subscribed", "msg.type", `"subscribed"`)
@@ -122,4 +114,17 @@ func TestNodeWSClient(t *testing.T) {
 	check("bad-json", "msg.code", `"bad_json"`)
 	check("oversize", "close.code", `1009`)
 	check("closed", "close.code", `1000`)
+}
+
+// checkPath compares the JSON encoding of the value at the dot-separated path
+// inside v (decoded JSON) with want.
+func checkPath(t *testing.T, step string, v any, path, want string) {
+	t.Helper()
+	for _, k := range strings.Split(path, ".") {
+		m, _ := v.(map[string]any)
+		v = m[k]
+	}
+	if got, _ := json.Marshal(v); string(got) != want {
+		t.Errorf("%s %s = %s, want %s", step, path, got, want)
+	}
 }
