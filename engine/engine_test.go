@@ -132,6 +132,12 @@ func TestBroadcastAndHTTPAPI(t *testing.T) {
 			t.Errorf("%s: %d %s, want %d", tc.name, code, body, tc.want)
 		}
 	}
+	// Every refused request is counted by its error code.
+	for code, want := range map[string]float64{"bad_request": 2, "bad_channel": 1, "not_found": 1, "too_large": 1} {
+		if got := metric(t, ts.e, `shardhub_api_errors_total{code="`+code+`"}`); got != want {
+			t.Errorf("shardhub_api_errors_total{code=%q} = %v, want %v", code, got, want)
+		}
+	}
 
 	resp, err := http.Get(ts.url("/api/stats"))
 	if err != nil {

@@ -95,7 +95,17 @@ type apiError struct {
 	Code  string `json:"code"`
 }
 
-func fail(w http.ResponseWriter, status int, code, msg string) {
+// fail answers a failed API request with a JSON error, counts it in the
+// engine's metrics as shardhub_api_errors_total{code=…} and logs it: a backend
+// sending bad requests shows up without a packet capture.
+func (s *api) fail(w http.ResponseWriter, r *http.Request, status int, code, msg string) {
+	s.e.Metrics().GetOrCreateCounter(`shardhub_api_errors_total{code="` + code + `"}`).Inc()
+	level := slog.LevelInfo // the client's mistake
+	if code == "internal" || code == "unavailable" {
+		level = slog.LevelWarn // ours, or the broker's
+	}
+	s.opts.Logger.Log(r.Context(), level, "shardhub: api request refused", "method", r.Method, "path", r.URL.Path,
+		"status", status, "code", code, "err", msg, "remote", r.RemoteAddr)
 	writeJSON(w, status, apiError{Error: msg, Code: code})
 }
 
@@ -108,7 +118,7 @@ func (s *api) auth(next http.HandlerFunc) http.HandlerFunc {
 		got := []byte(r.Header.Get("Authorization"))
 		if subtle.ConstantTimeCompare(got, want) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="shardhub"`)
-			fail(w, http.StatusUnauthorized, "unauthorized", "missing or wrong bearer token")
+			s.fail(w, r, http.StatusUnauthorized, "unauthorized", "missing or wrong bearer token")
 			return
 		}
 		next(w, r)
@@ -122,66 +132,65 @@ func (s *api) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			fail(w, http.StatusRequestEntityTooLarge, "too_large", "body exceeds "+strconv.Itoa(limit)+" bytes")
+			s.fail(w, r, http.StatusRequestEntityTooLarge, "too_large", "body exceeds "+strconv.Itoa(limit)+" bytes")
 		} else {
-			fail(w, http.StatusBadRequest, "bad_request", "reading body: "+err.Error())
+			s.fail(w, r, http.StatusBadRequest, "bad_request", "reading body: "+err.Error())
 		}
 		return nil, false
 	}
 	if len(body) == 0 {
-		fail(w, http.StatusBadRequest, "bad_request", "empty body: the body is the message data")
+		s.fail(w, r, http.StatusBadRequest, "bad_request", "empty body: the body is the message data")
 		return nil, false
 	}
 	return body, true
 }
 
 // answer maps an engine error to an HTTP status.
-func (s *api) answer(w http.ResponseWriter, err error) {
+func (s *api) answer(w http.ResponseWriter, r *http.Request, err error) {
 	switch {
 	case err == nil:
 		writeJSON(w, http.StatusAccepted, map[string]bool{"ok": true})
 	case errors.Is(err, engine.ErrQueueFull):
 		w.Header().Set("Retry-After", "1")
-		fail(w, http.StatusServiceUnavailable, "overloaded", err.Error())
+		s.fail(w, r, http.StatusServiceUnavailable, "overloaded", err.Error())
 	case errors.Is(err, engine.ErrShutdown):
-		fail(w, http.StatusServiceUnavailable, "shutting_down", err.Error())
+		s.fail(w, r, http.StatusServiceUnavailable, "shutting_down", err.Error())
 	case errors.Is(err, engine.ErrInvalidChannel):
-		fail(w, http.StatusBadRequest, "bad_channel", err.Error())
+		s.fail(w, r, http.StatusBadRequest, "bad_channel", err.Error())
 	case errors.Is(err, engine.ErrMessageTooLarge):
-		fail(w, http.StatusRequestEntityTooLarge, "too_large", err.Error())
+		s.fail(w, r, http.StatusRequestEntityTooLarge, "too_large", err.Error())
 	case errors.Is(err, engine.ErrConnNotFound):
-		fail(w, http.StatusNotFound, "not_found", err.Error())
+		s.fail(w, r, http.StatusNotFound, "not_found", err.Error())
 	default:
-		s.opts.Logger.Warn("shardhub: api request failed", "err", err)
-		fail(w, http.StatusBadGateway, "internal", err.Error())
+		s.fail(w, r, http.StatusBadGateway, "internal", err.Error())
 	}
 }
 
 func (s *api) broadcast(w http.ResponseWriter, r *http.Request) {
 	if body, ok := s.readBody(w, r); ok {
-		s.answer(w, s.e.Broadcast(body))
+		s.answer(w, r, s.e.Broadcast(body))
 	}
 }
 
 func (s *api) publish(w http.ResponseWriter, r *http.Request) {
 	ch := r.URL.Query().Get("channel")
 	if ch == "" {
-		fail(w, http.StatusBadRequest, "bad_request", "missing ?channel=")
+		s.fail(w, r, http.StatusBadRequest, "bad_request", "missing ?channel=")
 		return
 	}
 	if body, ok := s.readBody(w, r); ok {
-		s.answer(w, s.e.Publish(ch, body))
+		s.answer(w, r, s.e.Publish(ch, body))
 	}
 }
 
 func (s *api) send(w http.ResponseWriter, r *http.Request) {
 	id := r.URL.Query().Get("conn")
 	if id == "" {
-		fail(w, http.StatusBadRequest, "bad_request", "missing ?conn=")
+		s.fail(w, r, http.StatusBadRequest, "bad_request", "missing ?conn=")
 		return
 	}
 	if body, ok := s.readBody(w, r); ok {
-		s.answer(w, s.e.Send(id, body))
+		s.answer(w, r, s.e.Send(id, body))
 	}
 }
 
@@ -286,7 +295,7 @@ func (s *api) cluster(w http.ResponseWriter, r *http.Request) {
 	v, err := s.opts.Cluster(r.Context())
 	if err != nil {
 		s.opts.Logger.Warn("shardhub: listing cluster instances", "err", err)
-		fail(w, http.StatusServiceUnavailable, "unavailable", "cluster registry unavailable: "+err.Error())
+		s.fail(w, r, http.StatusServiceUnavailable, "unavailable", "cluster registry unavailable: "+err.Error())
 		return
 	}
 	writeJSON(w, http.StatusOK, v)
