@@ -85,7 +85,9 @@ type Config struct {
 	// back within ProbeTimeout, or the connection is considered wedged and
 	// replaced. Zero means 5s; negative disables probes.
 	ProbeInterval time.Duration
-	// ProbeTimeout: see ProbeInterval. Zero means 3s.
+	// ProbeTimeout: see ProbeInterval. It is also how long a new subscriber
+	// connection may take to get its first SUBSCRIBE confirmed before it is
+	// replaced (while probes are enabled). Zero means 3s.
 	ProbeTimeout time.Duration
 	// ReconnectMin and ReconnectMax bound the exponential backoff between
 	// reconnection attempts. Zero means 100ms and 5s.

@@ -19,6 +19,8 @@ type wedgeProxy struct {
 	ln     net.Listener
 	target string
 
+	wedgeNew atomic.Bool // wedge each connection as soon as it sends SUBSCRIBE
+
 	mu    sync.Mutex   // guards conns.
 	conns []*proxyConn // every connection so far
 }
@@ -65,6 +67,9 @@ func (p *wedgeProxy) serve() {
 				if n > 0 {
 					if bytes.Contains(bytes.ToLower(buf[:n]), []byte("subscribe")) {
 						pc.pubsub.Store(true)
+						if p.wedgeNew.Load() {
+							pc.wedged.Store(true) // before Redis can answer
+						}
 					}
 					if _, werr := s.Write(buf[:n]); werr != nil {
 						break
@@ -141,5 +146,35 @@ func TestWedgedSubscriberIsDetectedAndReplaced(t *testing.T) {
 	}
 	if n := dataInt(t, c.next("message")); n != 2 {
 		t.Fatalf("after the wedge, got %d", n)
+	}
+}
+
+// A subscriber connection wedged before Redis confirmed anything is never live,
+// so no probe watches it: it must still be replaced, not wait forever.
+func TestSubscriberWedgedBeforeConfirmationIsReplaced(t *testing.T) {
+	r := redistest.Start(t)
+	proxy := newWedgeProxy(t, r.Addr())
+	proxy.wedgeNew.Store(true)
+	cfg := fastConfig(proxy.url())
+	sub := newNode(t, "sub", cfg)
+	// ProbeTimeout is 1s: each connection is given up on after it, twice.
+	eventually(t, 8*time.Second, "unconfirmed subscriber connections replaced", func() bool {
+		return metricValue(t, sub.e.Metrics(), "shardhub_redis_probe_failures_total") >= float64(2*cfg.PubSubConns)
+	})
+	if sub.b.Healthy() {
+		t.Fatal("healthy while every subscriber connection is wedged")
+	}
+
+	proxy.wedgeNew.Store(false)
+	eventually(t, 8*time.Second, "healthy once the path to Redis works", sub.b.Healthy)
+	pub := newNode(t, "pub", fastConfig(r.URL()))
+	c := dial(t, sub)
+	c.subscribe("w")
+	eventually(t, 5*time.Second, "sub subscribed to ws:ch:w", func() bool { return numsub(t, r, "ws:ch:w") == 1 })
+	if err := pub.e.Publish("w", []byte(`{"n":1}`)); err != nil {
+		t.Fatal(err)
+	}
+	if n := dataInt(t, c.next("message")); n != 1 {
+		t.Fatal(n)
 	}
 }

@@ -3,6 +3,7 @@ package redisbroker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"strconv"
 	"strings"
@@ -181,8 +182,25 @@ func (s *subConn) session(reconnect bool) (ok bool, err error) {
 	}
 	go s.read(ps, gen, lost, reconnect)
 
+	// Probes only watch live connections: one whose SUBSCRIBE is never
+	// confirmed (Redis, or the path to it, wedged before the first reply)
+	// would wait here forever, degraded but never replaced. It gets
+	// ProbeTimeout to become live.
+	var unconfirmed <-chan time.Time
+	if b.cfg.ProbeInterval > 0 {
+		t := time.NewTimer(b.cfg.ProbeTimeout)
+		defer t.Stop()
+		unconfirmed = t.C
+	}
+
 	for {
 		select {
+		case <-unconfirmed:
+			unconfirmed = nil
+			if !s.live() {
+				b.m.probeFailures.Inc()
+				return false, fmt.Errorf("subscriptions not confirmed within %v: connection wedged", b.cfg.ProbeTimeout)
+			}
 		case <-s.wake:
 			if err := s.sync(ps, sent); err != nil {
 				return s.live(), err
