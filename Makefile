@@ -111,7 +111,7 @@ loadtest-70k-cluster: build
 	for i in 1 2 3 4; do \
 	  ./$(BIN) serve --addr 127.0.0.1:18090 --reuseport --redis redis://127.0.0.1:6391/0 --instance-id node$$i --log-level warn & pids="$$pids $$!"; \
 	done; sleep 2; \
-	./$(BIN) loadtest --workers 4 --conns 70000 --url ws://127.0.0.1:18090/ws --source-ips 127.0.0.2-127.0.0.120 \
+	./$(BIN) loadtest --workers 5 --conns 70000 --url ws://127.0.0.1:18090/ws --source-ips 127.0.0.2-127.0.0.120 \
 	  --rate $(CLUSTER_LT_RATE) --duration 20s --publish-to first --ready-match '"type":"welcome"' \
 	  --ramp-timeout 120s --progress-every 10s --out bin/loadtest-70k-cluster.json; \
 	curl -s 127.0.0.1:18090/api/cluster; echo
