@@ -110,8 +110,9 @@ loadtest-70k-cluster: build
 	for t in 1 2 3 4 5 6 7 8 9 10; do redis-cli -p 6391 ping >/dev/null 2>&1 && break; sleep 0.2; done; \
 	for i in 1 2 3 4; do \
 	  ./$(BIN) serve --addr 127.0.0.1:18090 --reuseport --redis redis://127.0.0.1:6391/0 --instance-id node$$i --log-level warn & pids="$$pids $$!"; \
+	  spids="$${spids:-} --server-pid $$!"; \
 	done; sleep 2; \
-	./$(BIN) loadtest --workers 5 --conns 70000 --url ws://127.0.0.1:18090/ws --source-ips 127.0.0.2-127.0.0.120 \
+	./$(BIN) loadtest --workers 5 --conns 70000 --url ws://127.0.0.1:18090/ws --source-ips 127.0.0.2-127.0.0.120 $$spids \
 	  --rate $(CLUSTER_LT_RATE) --duration 20s --publish-to first --ready-match '"type":"welcome"' \
 	  --ramp-timeout 120s --progress-every 10s --out bin/loadtest-70k-cluster.json; \
 	curl -s 127.0.0.1:18090/api/cluster; echo

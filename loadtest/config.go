@@ -175,7 +175,10 @@ type Config struct {
 	// "memory" object). Zero means "/api/stats"; "-" disables.
 	StatsPath string `json:"stats_path,omitempty"`
 	// ServerPIDs are server processes on this host whose RSS is read from
-	// /proc/PID/status (for servers without a stats endpoint).
+	// /proc/PID/status (for servers without a stats endpoint) and whose CPU is
+	// read from /proc/PID/stat. When set, the server CPU figures are the sum over
+	// exactly these processes rather than over the scraped /metrics, which for
+	// instances sharing one address (SO_REUSEPORT) would reach only one.
 	ServerPIDs []int `json:"server_pids,omitempty"`
 
 	// Interval is the sampling period of progress and time series. Zero means 1s.

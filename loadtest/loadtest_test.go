@@ -2,6 +2,7 @@ package loadtest
 
 import (
 	"context"
+	"os"
 	"testing"
 	"time"
 
@@ -305,4 +306,22 @@ func TestSeveralTargetsAndSourceIPs(t *testing.T) {
 	s1, s2 := e1.Stats(), e2.Stats()
 	_ = s1
 	_ = s2
+}
+
+// TestServerPIDCountsCPU: with ServerPIDs the server CPU comes from /proc for
+// exactly those processes (here the test process, which runs the engine).
+func TestServerPIDCountsCPU(t *testing.T) {
+	t.Parallel()
+	url, _ := startEngine(t, engine.Config{})
+	res := run(t, Config{URLs: []string{url}, Conns: 50, Rate: 50, Duration: 500 * time.Millisecond, ServerPIDs: []int{os.Getpid()}})
+	rep := res.Report("")
+	if cpu := metric(t, rep, "server_cpu_seconds"); cpu <= 0 {
+		t.Fatalf("server_cpu_seconds = %v", cpu)
+	}
+	if cpu, ok := procCPU(os.Getpid()); !ok || cpu <= 0 {
+		t.Fatalf("procCPU(self) = %v, %v", cpu, ok)
+	}
+	if _, ok := procCPU(-1); ok {
+		t.Fatal("procCPU of a missing process succeeded")
+	}
 }

@@ -45,7 +45,15 @@ func newProbes(cfg Config, client *http.Client) []*probe {
 }
 
 // scrape returns the server's Prometheus samples, or nil.
+// A PID probe reads its process's CPU time from /proc instead, under the same
+// name, so servers that share one address (SO_REUSEPORT) are each counted.
 func (p *probe) scrape(ctx context.Context) map[string]float64 {
+	if p.pid != 0 {
+		if cpu, ok := procCPU(p.pid); ok {
+			return map[string]float64{"process_cpu_seconds_total": cpu}
+		}
+		return nil
+	}
 	if p.base == "" || p.metricsPath == "-" {
 		return nil
 	}
@@ -147,6 +155,34 @@ func parsePrometheus(r io.Reader) map[string]float64 {
 		out[name] = v
 	}
 	return out
+}
+
+// clockTicks is USER_HZ, the unit of /proc/PID/stat CPU times: 100 on every
+// Linux architecture Go supports.
+const clockTicks = 100
+
+// procCPU reads a process's user + system CPU seconds from /proc/PID/stat.
+func procCPU(pid int) (float64, bool) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, false
+	}
+	// The command name (field 2) may hold spaces and parentheses: the fields
+	// that follow start after its last ')'. utime and stime are fields 14 and 15.
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0, false
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0, false
+	}
+	ut, err1 := strconv.ParseUint(f[11], 10, 64)
+	st, err2 := strconv.ParseUint(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, false
+	}
+	return float64(ut+st) / clockTicks, true
 }
 
 // procRSS reads VmRSS from /proc/PID/status.

@@ -187,7 +187,7 @@ func (r *Result) Report(name string) *report.Report {
 		rep.AddMetricHelp("server_messages_sent", sent, "msg", I, "shardhub_messages_sent_total during the run, all servers (includes welcomes and replies)")
 	}
 	if r.serverCPU > 0 {
-		rep.AddMetricHelp("server_cpu_seconds", round(r.serverCPU, 3), "s", L, "process_cpu_seconds_total of all servers during the measured phase")
+		rep.AddMetricHelp("server_cpu_seconds", round(r.serverCPU, 3), "s", L, "CPU of all servers during the measured phase (/proc/PID/stat of the --server-pid processes, else their /metrics process_cpu_seconds_total)")
 		if c.Unique > 0 {
 			rep.AddMetricHelp("server_cpu_ns_per_delivery", round(r.serverCPU*1e9/float64(c.Unique), 1), "ns", L, "server CPU per delivered message")
 		}

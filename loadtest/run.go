@@ -351,9 +351,12 @@ func (o *orchestrator) finish(ctx context.Context) {
 	if o.cfg.Scenario == Idle {
 		o.sampleMemory(ctx, time.Now(), open)
 	}
+	// With --server-pid the server CPU is that of exactly those processes; the
+	// /metrics of an address several instances share would count one of them.
+	pidCPU := len(o.cfg.ServerPIDs) > 0
 	for i, p := range o.probes {
 		res.Servers[i].After = p.scrape(ctx)
-		if i < len(res.markServer) {
+		if i < len(res.markServer) && (p.pid != 0) == pidCPU {
 			res.serverCPU += res.Servers[i].After["process_cpu_seconds_total"] - res.markServer[i]["process_cpu_seconds_total"]
 		}
 		for path := range p.missing {

@@ -80,7 +80,7 @@ func (f *loadtestFlags) define(fs *flag.FlagSet) {
 	fs.StringVar(&c.ChannelPrefix, "channel-prefix", loadtest.DefaultChannelPrefix, "channel names are prefix + number")
 	fs.StringVar(&c.MetricsPath, "metrics-path", "/metrics", `Prometheus metrics path scraped before and after ("-" disables)`)
 	fs.StringVar(&c.StatsPath, "stats-path", "/api/stats", `server stats path with a "memory" object ("-" disables)`)
-	fs.Var(&f.pids, "server-pid", "server process whose RSS to sample from /proc (repeatable)")
+	fs.Var(&f.pids, "server-pid", "server process whose RSS and CPU to read from /proc (repeatable); when given, the server CPU figures cover exactly these processes (use it for instances sharing a port)")
 	fs.DurationVar(&c.Interval, "interval", loadtest.DefaultInterval, "sampling period of the time series and progress")
 	fs.DurationVar(&c.HTTPTimeout, "http-timeout", loadtest.DefaultHTTPTimeout, "bound on each HTTP request")
 	fs.IntVar(&c.ReadBufferSize, "read-buffer", loadtest.DefaultReadBufferSize, "per-connection read buffer in bytes")
