@@ -63,9 +63,10 @@ bench-real: build
 	@mkdir -p reports
 	./$(BIN) bench --real $(BENCH_REAL_FLAGS) --json reports/bench-real.json --html reports/bench-real.html
 
-## lint: go vet and staticcheck
+## lint: go vet, staticcheck and a go.mod/go.sum tidiness check
 lint: vet
 	$(GO) run $(STATICCHECK) $(PKGS)
+	$(GO) mod tidy -diff
 
 vet:
 	$(GO) vet $(PKGS)

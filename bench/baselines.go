@@ -7,7 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/shardhub/shardhub/engine/frame"
+	"github.com/shardhub/shardhub/shard/frame"
 )
 
 // broadcaster is one way of writing broadcasts to the benchmark's sockets: the

@@ -8,7 +8,7 @@ import (
 	"strconv"
 	"unicode/utf8"
 
-	"github.com/shardhub/shardhub/engine/frame"
+	"github.com/shardhub/shardhub/shard/frame"
 )
 
 // RequestType is the kind of a client request.

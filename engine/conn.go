@@ -8,9 +8,9 @@ import (
 
 	"github.com/lxzan/gws"
 
-	"github.com/shardhub/shardhub/engine/frame"
-	"github.com/shardhub/shardhub/engine/transport"
 	"github.com/shardhub/shardhub/shard"
+	"github.com/shardhub/shardhub/shard/frame"
+	"github.com/shardhub/shardhub/shard/transport"
 )
 
 // Conn is one client connection. Its methods are safe for concurrent use.

@@ -14,9 +14,9 @@ import (
 	"github.com/cespare/xxhash/v2"
 	"github.com/lxzan/gws"
 
-	"github.com/shardhub/shardhub/engine/frame"
-	"github.com/shardhub/shardhub/engine/transport"
 	"github.com/shardhub/shardhub/shard"
+	"github.com/shardhub/shardhub/shard/frame"
+	"github.com/shardhub/shardhub/shard/transport"
 )
 
 // Engine is a sharded WebSocket fan-out hub. Mount it as an http.Handler at the

@@ -11,8 +11,8 @@ import (
 
 	"github.com/cespare/xxhash/v2"
 
-	"github.com/shardhub/shardhub/engine/frame"
 	"github.com/shardhub/shardhub/shard"
+	"github.com/shardhub/shardhub/shard/frame"
 )
 
 // History and recovery (docs/protocol.md, subscribe "since").

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/shardhub/shardhub/engine"
-	"github.com/shardhub/shardhub/engine/transport"
+	"github.com/shardhub/shardhub/shard/transport"
 )
 
 // wedge is a transport whose TryWrite blocks until released: it stalls its

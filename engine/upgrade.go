@@ -14,7 +14,7 @@ import (
 
 	"github.com/lxzan/gws"
 
-	"github.com/shardhub/shardhub/engine/transport"
+	"github.com/shardhub/shardhub/shard/transport"
 )
 
 // ServeHTTP upgrades a WebSocket request and serves the connection until it

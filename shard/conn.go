@@ -5,8 +5,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/shardhub/shardhub/engine/frame"
-	"github.com/shardhub/shardhub/engine/transport"
+	"github.com/shardhub/shardhub/shard/frame"
+	"github.com/shardhub/shardhub/shard/transport"
 )
 
 // Conn state bits (Conn.st). Zero means open, with the shard as the only writer.

@@ -6,8 +6,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/shardhub/shardhub/engine/frame"
-	"github.com/shardhub/shardhub/engine/transport"
+	"github.com/shardhub/shardhub/shard/frame"
+	"github.com/shardhub/shardhub/shard/transport"
 )
 
 // Target says which connections of a shard a Delivery goes to.

@@ -13,7 +13,7 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/shardhub/shardhub/engine/frame"
+	"github.com/shardhub/shardhub/shard/frame"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
