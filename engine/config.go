@@ -30,6 +30,7 @@ const (
 	DefaultShutdownGrace      = 500 * time.Millisecond
 	DefaultInboundRate        = 100
 	DefaultInboundBurst       = 200
+	DefaultInboundByteRate    = 1 << 20
 	DefaultMaxChannelLength   = 255
 	maxAllowedMessageSize     = 16 << 20
 	maxAllowedShards          = 4096
@@ -98,6 +99,12 @@ type Config struct {
 	// closed with 1008. Zero means 100/s with a burst of 200; negative disables.
 	InboundRate  float64
 	InboundBurst int
+	// InboundByteRate is each connection's sustained limit on inbound payload
+	// bytes per second (the burst is twice that, and at least MaxMessageSize).
+	// Frames past it are refused like frames past InboundRate. Zero means
+	// 1 MiB/s; negative disables it. Both limits count data and control frames
+	// alike and are disabled together by a negative InboundRate.
+	InboundByteRate int
 
 	// CheckOrigin decides whether a browser upgrade from r may proceed (403
 	// otherwise). Nil accepts requests without an Origin header and those whose
@@ -243,6 +250,9 @@ func (cfg Config) withDefaults() Config {
 	}
 	if cfg.InboundBurst == 0 {
 		cfg.InboundBurst = DefaultInboundBurst
+	}
+	if cfg.InboundByteRate == 0 {
+		cfg.InboundByteRate = DefaultInboundByteRate
 	}
 	if cfg.Codec == nil {
 		cfg.Codec = JSONCodec{}

@@ -4,11 +4,8 @@ import (
 	"context"
 	"errors"
 	"net"
-	"time"
 
-	"github.com/lxzan/gws"
-
-	"github.com/shardhub/shardhub/shard"
+		"github.com/shardhub/shardhub/shard"
 	"github.com/shardhub/shardhub/shard/frame"
 	"github.com/shardhub/shardhub/shard/transport"
 )
@@ -21,23 +18,15 @@ import (
 type Conn struct {
 	sc   shard.Conn // write side; registered with shard
 	e    *Engine
-	ws   *gws.Conn // nil for an attached connection
-	wire wire      // the net.Conn handed to gws; routes its writes through sc
+	nc   net.Conn // the socket; nil for an attached connection
 	user string
-
-	// Owned by the read goroutine.
-	bucket     tokenBucket
-	violations int32
-	deadline   uint32 // unix second of the last read-deadline extension
+	in   inbound // read side, owned by the connection's reader (read.go)
 }
 
 func (e *Engine) newConn(id string, t transport.Transport) *Conn {
 	c := &Conn{e: e}
 	c.sc.Init(id, t)
 	c.sc.Value = c
-	if e.cfg.InboundRate > 0 {
-		c.bucket.init(e.cfg.InboundBurst)
-	}
 	return c
 }
 
@@ -49,10 +38,10 @@ func (c *Conn) UserID() string { return c.user }
 
 // RemoteAddr returns the peer address, or nil for an attached connection.
 func (c *Conn) RemoteAddr() net.Addr {
-	if c.wire.Conn == nil {
+	if c.nc == nil {
 		return nil
 	}
-	return c.wire.Conn.RemoteAddr()
+	return c.nc.RemoteAddr()
 }
 
 // home returns the shard that owns the connection.
@@ -92,8 +81,8 @@ func (c *Conn) Send(data []byte) error {
 // Close sends a close frame with code and reason, then closes the connection.
 func (c *Conn) Close(code uint16, reason string) {
 	c.sc.Close(code, reason)
-	if c.ws == nil {
-		c.home().Unregister(&c.sc) // no read loop will notice the close
+	if c.nc == nil {
+		c.home().Unregister(&c.sc) // no reader will notice the close
 	}
 }
 
@@ -136,19 +125,6 @@ func (c *Conn) fail(id []byte, code ErrorCode, reason string) {
 func (c *Conn) handle(msg []byte) {
 	e := c.e
 	e.metrics.messagesIn.Inc()
-	if e.cfg.InboundRate > 0 && !c.bucket.allow(time.Now(), e.cfg.InboundRate, e.cfg.InboundBurst) {
-		c.violations++
-		if int(c.violations) > e.cfg.InboundBurst {
-			e.metrics.countError(CodeRateLimited)
-			e.cfg.Logger.Warn("shardhub: closing connection over its inbound rate limit",
-				"conn", c.ID(), "rate", e.cfg.InboundRate, "burst", e.cfg.InboundBurst)
-			c.closeWith(ClosePolicyViolation, "inbound rate limit exceeded")
-			return
-		}
-		c.fail(nil, CodeRateLimited, "inbound rate limit exceeded; message dropped")
-		return
-	}
-	c.violations = 0
 	if h := e.cfg.Hooks.OnMessage; h != nil && h(c, msg) {
 		return
 	}
@@ -290,12 +266,8 @@ const (
 	CloseTryAgainLater   = shard.CloseSlowConsumer
 )
 
-// closeWith closes a WebSocket connection with a close frame, through gws so its
-// read loop stops.
-func (c *Conn) closeWith(code uint16, reason string) {
-	if c.ws == nil {
-		c.Close(code, reason)
-		return
-	}
-	_ = c.ws.WriteClose(code, []byte(reason))
-}
+// Close codes (continued).
+const (
+	CloseProtocolError  = 1002
+	CloseInvalidPayload = 1007
+)

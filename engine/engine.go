@@ -33,6 +33,8 @@ type Engine struct {
 	metrics  *engineMetrics
 	idPrefix string
 	idSeq    atomic.Uint64
+	limits   inboundLimits // per-connection inbound limits, from cfg
+	logs     logLimiter    // rate limit of client-caused log lines
 
 	queue chan outbound // the bounded broadcast queue, read by the coordinator
 	quit  chan struct{} // closed when the coordinator must stop
@@ -43,7 +45,6 @@ type Engine struct {
 
 	closing      atomic.Bool   // set when Shutdown begins; new upgrades get 503
 	admitted     atomic.Int64  // WebSocket connections admitted and not yet finished (MaxConnections)
-	limitLogged  atomic.Int64  // unix second of the last "connection limit" log line
 	shutdownOnce sync.Once     // runs the shutdown sequence once
 	shutdownDone chan struct{} // closed when the shutdown sequence has finished
 
@@ -93,10 +94,11 @@ func New(cfg Config) (*Engine, error) {
 		e.idPrefix = hex.EncodeToString(b[:])
 	}
 	e.cfg.InstanceID = e.idPrefix
+	e.limits = newInboundLimits(&e.cfg)
 	e.metrics = newEngineMetrics(e, cfg.Metrics)
-	ping := cfg.PingInterval
+	ping, idle := cfg.PingInterval, cfg.PongWait
 	if ping < 0 {
-		ping = 0
+		ping, idle = 0, 0 // no pings, so silence proves nothing
 	}
 	e.shards = make([]*shard.Shard, cfg.Shards)
 	for i := range e.shards {
@@ -111,6 +113,8 @@ func New(cfg Config) (*Engine, error) {
 			MaxSubscriptions: cfg.MaxSubscriptions,
 			ShutdownGrace:    cfg.ShutdownGrace,
 			PingInterval:     ping,
+			IdleTimeout:      idle,
+			OnPanic:          func(where string, v any) { e.panicked(where, v, "") },
 			Logger:           cfg.Logger,
 			OnChannel:        e.onChannel,
 			OnRemove:         e.onRemove,

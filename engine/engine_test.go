@@ -20,7 +20,17 @@ import (
 	"github.com/shardhub/shardhub/engine/server"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(mainRun{m}) }
+
+// mainRun stops what tests share across inputs (the fuzz server) before the
+// leak check.
+type mainRun struct{ m *testing.M }
+
+func (r mainRun) Run() int {
+	code := r.m.Run()
+	stopFuzzServer()
+	return code
+}
 
 func TestSubscribePublishAck(t *testing.T) {
 	t.Parallel()
@@ -576,8 +586,14 @@ func TestHooks(t *testing.T) {
 	if m := c.next("private"); string(m.Data) != `"pong!"` {
 		t.Fatalf("got %+v", m)
 	}
-	c.sendRaw([]byte("panic")) // recovered and counted; the server lives on
-	waitFor(t, "panic counted", func() bool { return metric(t, ts.e, `shardhub_errors_total{kind="panic"}`) == 1 })
+	// A panicking hook is recovered and counted; that connection is closed
+	// with 1011, and the server and its other connections live on.
+	victim := dial(t, ts, "", nil)
+	victim.sendRaw([]byte("panic"))
+	if code := victim.closeCode(); code != 1011 {
+		t.Fatalf("close code after a panic %d, want 1011", code)
+	}
+	waitFor(t, "panic counted", func() bool { return metric(t, ts.e, `shardhub_panics_total{where="message"}`) == 1 })
 	c.subscribe("still-works")
 
 	banned, _, err := dialNoWelcome(t, ts, "?user=banned", nil)
@@ -592,7 +608,7 @@ func TestHooks(t *testing.T) {
 	}
 	c.ws.WriteClose(1000, nil)
 	seen := map[string]bool{}
-	for range 2 {
+	for range 3 {
 		select {
 		case id := <-disconnected:
 			seen[id] = true
@@ -600,7 +616,7 @@ func TestHooks(t *testing.T) {
 			t.Fatal("OnDisconnect not called")
 		}
 	}
-	if !seen[c.id] || len(seen) != 2 {
+	if !seen[c.id] || !seen[victim.id] || len(seen) != 3 {
 		t.Fatalf("OnDisconnect saw %v", seen)
 	}
 }

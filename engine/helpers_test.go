@@ -157,8 +157,8 @@ func (c *client) next(typ string) msg {
 		return m
 	case <-c.closed:
 		c.tb.Fatalf("connection closed (%v) while waiting for %q", c.closeErr(), typ)
-	case <-time.After(10 * time.Second):
-		c.tb.Fatalf("no %q message within 10s", typ)
+	case <-time.After(30 * time.Second):
+		c.tb.Fatalf("no %q message within 30s", typ)
 	}
 	return msg{}
 }
@@ -208,8 +208,8 @@ func (c *client) closeCode() uint16 {
 	c.tb.Helper()
 	select {
 	case <-c.closed:
-	case <-time.After(10 * time.Second):
-		c.tb.Fatal("connection not closed within 10s")
+	case <-time.After(30 * time.Second):
+		c.tb.Fatal("connection not closed within 30s")
 	}
 	var ce *gws.CloseError
 	if err := c.closeErr(); errors.As(err, &ce) {
@@ -261,7 +261,7 @@ func metric(tb testing.TB, e *engine.Engine, series string) float64 {
 
 func waitFor(tb testing.TB, what string, cond func() bool) {
 	tb.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
 			tb.Fatalf("timed out waiting for %s", what)

@@ -285,7 +285,7 @@ func (c *Conn) subscribeRecover(req *Request) {
 		e.metrics.countErrorKind("recovery_overflow")
 		e.cfg.Logger.Warn("shardhub: closing recovering connection: too many live publications during recovery",
 			"conn", c.ID(), "channel", ch, "limit", maxTapped)
-		c.closeWith(CloseTryAgainLater, "recovery overflow, reconnect and recover again")
+		c.Close(CloseTryAgainLater, "recovery overflow, reconnect and recover again")
 	case subErr != nil:
 		if errors.Is(subErr, shard.ErrTooManySubscriptions) {
 			c.fail(req.ID, CodeTooManySubs, "too many subscriptions")
@@ -295,7 +295,7 @@ func (c *Conn) subscribeRecover(req *Request) {
 		// missed in between. Make the client come back and recover again.
 		e.metrics.countErrorKind("recovery_interrupted")
 		e.cfg.Logger.Warn("shardhub: closing recovering connection: broker subscription interrupted", "conn", c.ID(), "channel", ch)
-		c.closeWith(CloseTryAgainLater, "recovery interrupted, reconnect and recover again")
+		c.Close(CloseTryAgainLater, "recovery interrupted, reconnect and recover again")
 	}
 }
 

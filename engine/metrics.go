@@ -31,6 +31,7 @@ type engineMetrics struct {
 	errors      map[string]*metrics.Counter // by kind
 	disconnects map[string]*metrics.Counter // by reason
 	upgrades    map[string]*metrics.Counter // upgrade failures by reason
+	panics      map[string]*metrics.Counter // recovered panics by where
 }
 
 func newEngineMetrics(e *Engine, set *metrics.Set) *engineMetrics {
@@ -51,6 +52,7 @@ func newEngineMetrics(e *Engine, set *metrics.Set) *engineMetrics {
 		errors:       make(map[string]*metrics.Counter),
 		disconnects:  make(map[string]*metrics.Counter),
 		upgrades:     make(map[string]*metrics.Counter),
+		panics:       make(map[string]*metrics.Counter),
 	}
 	for _, t := range []RequestType{RequestSubscribe, RequestUnsubscribe, RequestPublish, RequestSend} {
 		m.requests[t] = set.NewCounter(fmt.Sprintf(`shardhub_requests_total{type=%q}`, t.String()))
@@ -60,8 +62,11 @@ func newEngineMetrics(e *Engine, set *metrics.Set) *engineMetrics {
 		CodeForbidden, CodeNotFound, CodeRateLimited, CodeTooManySubs, CodeOverloaded} {
 		m.countErrorKindN(string(k), 0)
 	}
-	for _, k := range []string{"protocol_error", "invalid_utf8"} {
+	for _, k := range []string{"protocol_error", "invalid_utf8", "too_large", "rate_limited"} {
 		m.countErrorKindN(k, 0)
+	}
+	for _, w := range []string{"message", "read_loop", "on_connect", "on_disconnect", "authenticate", "drain"} {
+		m.labeled(m.panics, `shardhub_panics_total{where=%q}`, w)
 	}
 	set.NewGauge(`shardhub_broadcast_queue_length`, func() float64 { return float64(len(e.queue)) })
 	set.NewGauge(`shardhub_channels`, func() float64 {
@@ -114,6 +119,10 @@ func (m *engineMetrics) countDisconnect(reason string) {
 
 func (m *engineMetrics) countUpgradeFailure(reason string) {
 	m.labeled(m.upgrades, `shardhub_upgrade_failures_total{reason=%q}`, reason).Inc()
+}
+
+func (m *engineMetrics) countPanic(where string) {
+	m.labeled(m.panics, `shardhub_panics_total{where=%q}`, where).Inc()
 }
 
 func (m *engineMetrics) labeled(mp map[string]*metrics.Counter, format, label string) *metrics.Counter {

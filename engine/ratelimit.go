@@ -2,32 +2,74 @@ package engine
 
 import "time"
 
-// tokenBucket is a per-connection inbound rate limiter. It lives in Conn and is
-// touched only by the connection's read goroutine, so it needs no lock and costs
-// 16 bytes per connection.
-type tokenBucket struct {
-	tokens float64
-	last   int64 // unix nanoseconds of the last refill
+// inboundLimits are the engine's per-connection inbound limits, derived once
+// from Config (see newInboundLimits).
+type inboundLimits struct {
+	rate, burst         float64 // frames per second, and the burst above it
+	byteRate, byteBurst float64 // payload bytes per second, and the burst
+	decay               float64 // penalty forgiven per second
+	maxPenalty          float64 // penalty past which the connection is closed
 }
 
-func (b *tokenBucket) init(burst int) {
-	b.tokens = float64(burst)
-	b.last = time.Now().UnixNano()
+// newInboundLimits derives the limits from a Config with defaults applied.
+//
+// A frame over budget adds one to the connection's penalty, which decays at
+// half the frame rate. A client sending at twice the rate has half its frames
+// refused, so its penalty grows by rate/2 a second and passes maxPenalty (the
+// larger of 1.5 s of the rate and the burst) after a few seconds; a flood ten
+// times the rate gets there in a fraction of a second; a client that only
+// bursts now and then never does.
+func newInboundLimits(cfg *Config) inboundLimits {
+	l := inboundLimits{
+		rate:     cfg.InboundRate,
+		burst:    float64(cfg.InboundBurst),
+		byteRate: float64(cfg.InboundByteRate),
+	}
+	l.byteBurst = max(2*l.byteRate, float64(cfg.MaxMessageSize))
+	l.decay = l.rate / 2
+	l.maxPenalty = max(1.5*l.rate, l.burst)
+	return l
 }
 
-// allow takes one token, refilling at rate per second up to burst.
-func (b *tokenBucket) allow(now time.Time, rate float64, burst int) bool {
+// budget is a connection's inbound allowance: a token bucket of frames and
+// one of bytes, and the penalty of refused frames. It lives in the connection
+// and only its reader touches it. The zero value starts full.
+type budget struct {
+	frames, bytes, penalty float64
+	last                   int64 // unix nanoseconds of the last refill; 0 = never
+}
+
+// Results of budget.take.
+const (
+	budgetOK      = iota // handle the frame
+	budgetRefused        // drop it
+	budgetExceeded       // close the connection
+)
+
+// take charges one frame of n payload bytes at now.
+func (b *budget) take(now time.Time, n int, l *inboundLimits) int {
 	ns := now.UnixNano()
-	if elapsed := ns - b.last; elapsed > 0 {
-		b.tokens += float64(elapsed) * rate / 1e9
-		if b.tokens > float64(burst) {
-			b.tokens = float64(burst)
+	if b.last == 0 {
+		b.frames, b.bytes, b.last = l.burst, l.byteBurst, ns
+	} else if dt := float64(ns-b.last) / 1e9; dt > 0 {
+		b.frames = min(b.frames+dt*l.rate, l.burst)
+		if l.byteRate > 0 {
+			b.bytes = min(b.bytes+dt*l.byteRate, l.byteBurst)
 		}
+		b.penalty = max(b.penalty-dt*l.decay, 0)
 		b.last = ns
 	}
-	if b.tokens < 1 {
-		return false
+	cost := float64(n)
+	if b.frames >= 1 && (l.byteRate <= 0 || b.bytes >= cost) {
+		b.frames--
+		if l.byteRate > 0 {
+			b.bytes -= cost
+		}
+		return budgetOK
 	}
-	b.tokens--
-	return true
+	b.penalty++
+	if b.penalty > l.maxPenalty {
+		return budgetExceeded
+	}
+	return budgetRefused
 }

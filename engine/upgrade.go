@@ -4,11 +4,9 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
 	"time"
 
@@ -37,15 +35,13 @@ func (e *Engine) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if !e.checkOrigin(r) {
 		e.metrics.countUpgradeFailure("origin")
-		e.cfg.Logger.Info("shardhub: upgrade refused: origin not allowed", "origin", r.Header.Get("Origin"), "host", r.Host, "remote", r.RemoteAddr)
+		e.logLimited("upgrade", "shardhub: upgrade refused: origin not allowed", "origin", truncate(r.Header.Get("Origin"), 128), "host", truncate(r.Host, 128), "remote", r.RemoteAddr)
 		http.Error(w, "origin not allowed", http.StatusForbidden)
 		return
 	}
 	if !e.admit() {
 		e.metrics.countUpgradeFailure("max_connections")
-		if now := time.Now().Unix(); e.limitLogged.Swap(now) != now { // one line a second at most
-			e.cfg.Logger.Warn("shardhub: upgrade refused: connection limit reached", "limit", e.cfg.MaxConnections, "remote", r.RemoteAddr)
-		}
+		e.logLimited("max_connections", "shardhub: upgrade refused: connection limit reached", "limit", e.cfg.MaxConnections, "remote", r.RemoteAddr)
 		w.Header().Set("Retry-After", "5")
 		http.Error(w, "connection limit reached", http.StatusServiceUnavailable)
 		return
@@ -56,16 +52,16 @@ func (e *Engine) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			e.admitted.Add(-1)
 		}
 	}()
-	var user string
-	if auth := e.cfg.Authenticate; auth != nil {
-		u, err := auth(r)
-		if err != nil {
-			e.metrics.countUpgradeFailure("auth")
-			e.cfg.Logger.Info("shardhub: upgrade refused: authentication failed", "remote", r.RemoteAddr, "err", err)
+	user, aerr := e.authenticate(r)
+	if aerr != nil {
+		e.metrics.countUpgradeFailure("auth")
+		e.logLimited("auth", "shardhub: upgrade refused: authentication failed", "remote", r.RemoteAddr, "err", aerr)
+		if errors.Is(aerr, errHookPanic) {
+			http.Error(w, "internal error", http.StatusInternalServerError)
+		} else {
 			http.Error(w, "unauthorized", http.StatusUnauthorized)
-			return
 		}
-		user = u
+		return
 	}
 	hj, ok := w.(http.Hijacker)
 	if !ok {
@@ -75,17 +71,15 @@ func (e *Engine) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	netConn, brw, err := hj.Hijack()
 	if err != nil {
 		e.metrics.countUpgradeFailure("hijack")
-		e.cfg.Logger.Info("shardhub: hijack failed", "remote", r.RemoteAddr, "err", err)
+		e.logLimited("upgrade", "shardhub: hijack failed", "remote", r.RemoteAddr, "err", err)
 		return
 	}
-	br := brw.Reader
-	if br.Buffered() == 0 {
-		// The client sent nothing past the request: a small reader of our own keeps
-		// an idle connection cheap, and net/http's 4 KiB one is garbage now.
-		br = bufio.NewReaderSize(netConn, e.cfg.ReadBufferSize)
-	}
+	// net/http's read and write deadlines (the server's timeouts) must not
+	// outlive the request: the engine bounds reads with its idle sweep and
+	// writes with WriteTimeout.
+	_ = netConn.SetDeadline(time.Time{})
 	admitted = false
-	e.serveConn(netConn, br, r, user)
+	e.serveConn(netConn, brw.Reader, r, user)
 }
 
 // admit takes one of the MaxConnections slots. serveConn gives it back when the
@@ -110,15 +104,20 @@ func (e *Engine) serveConn(netConn net.Conn, br *bufio.Reader, r *http.Request, 
 	}()
 	c := e.newConn(e.newConnID(), transport.New(netConn))
 	c.user = user
-	c.wire = wire{Conn: netConn, c: c}
-	socket, err := e.upgrader.UpgradeFromConn(&c.wire, br, r)
-	if err != nil {
+	c.nc = netConn
+	if _, err := e.upgrader.UpgradeFromConn(&handshakeConn{Conn: netConn, c: c}, br, r); err != nil {
 		e.metrics.countUpgradeFailure("handshake")
-		e.cfg.Logger.Info("shardhub: upgrade failed", "remote", r.RemoteAddr, "err", err)
+		e.logLimited("upgrade", "shardhub: upgrade failed", "remote", r.RemoteAddr, "err", err)
 		c.sc.Abort()
 		return
 	}
-	c.ws = socket
+	// Bytes the client sent right behind its request (its first frames) are
+	// in br; the reader takes over from the socket after them.
+	var pending []byte
+	if n := br.Buffered(); n > 0 {
+		b, _ := br.Peek(n)
+		pending = append([]byte(nil), b...)
+	}
 	if err := c.register(); err != nil {
 		e.metrics.countUpgradeFailure("shutdown")
 		c.sc.Close(CloseGoingAway, "server shutting down")
@@ -129,43 +128,59 @@ func (e *Engine) serveConn(netConn net.Conn, br *bufio.Reader, r *http.Request, 
 		c.home().Unregister(&c.sc)
 		return
 	}
-	if e.cfg.PingInterval > 0 {
-		c.touch(time.Now())
-	}
-	if h := e.cfg.Hooks.OnConnect; h != nil {
-		if err := h(c); err != nil {
-			e.metrics.countUpgradeFailure("on_connect")
-			e.cfg.Logger.Info("shardhub: OnConnect rejected connection", "conn", c.ID(), "err", err)
-			_ = socket.WriteClose(ClosePolicyViolation, []byte(truncate(err.Error(), 120)))
-			started = true
-			go c.readLoop() // completes the close handshake, then unregisters
-			return
+	c.sc.Touch(time.Now())
+	if err := e.onConnect(c); err != nil {
+		e.metrics.countUpgradeFailure("on_connect")
+		e.logLimited("on_connect", "shardhub: OnConnect rejected connection", "conn", c.ID(), "err", err)
+		code, reason := uint16(ClosePolicyViolation), truncate(err.Error(), 120)
+		if errors.Is(err, errHookPanic) {
+			code, reason = CloseInternalError, "internal error"
 		}
+		c.in.state = readDraining
+		c.end("on_connect")
+		c.sc.Close(code, reason)
+		started = true
+		go c.readLoop(nil) // drains until the client closes, then unregisters
+		return
 	}
 	c.sendEncoded(len(c.ID())+32, func(b []byte) []byte { return e.codec.AppendWelcome(b, c.ID()) })
 	e.metrics.connects.Inc()
 	started = true
-	go c.readLoop()
+	go c.readLoop(pending)
 }
 
-// readLoop runs gws's read loop for the connection. Runs in its own goroutine,
-// one per WebSocket connection, until the connection closes.
-func (c *Conn) readLoop() {
-	defer c.e.admitted.Add(-1)
-	defer c.e.readerDone()
-	c.ws.ReadLoop()
+// errHookPanic is what authenticate and onConnect return when the hook
+// panicked.
+var errHookPanic = errors.New("shardhub: hook panicked")
+
+// authenticate runs Config.Authenticate; a panic in it refuses the upgrade.
+func (e *Engine) authenticate(r *http.Request) (user string, err error) {
+	auth := e.cfg.Authenticate
+	if auth == nil {
+		return "", nil
+	}
+	defer func() {
+		if v := recover(); v != nil {
+			e.panicked("authenticate", v, "")
+			user, err = "", errHookPanic
+		}
+	}()
+	return auth(r)
 }
 
-// touch extends the read deadline; called for every inbound frame, it resets the
-// timer at most once a second.
-func (c *Conn) touch(now time.Time) {
-	if c.e.cfg.PingInterval <= 0 {
-		return
+// onConnect runs Hooks.OnConnect; a panic in it refuses the connection.
+func (e *Engine) onConnect(c *Conn) (err error) {
+	h := e.cfg.Hooks.OnConnect
+	if h == nil {
+		return nil
 	}
-	if s := uint32(now.Unix()); s != c.deadline {
-		c.deadline = s
-		_ = c.wire.Conn.SetReadDeadline(now.Add(c.e.cfg.PongWait))
-	}
+	defer func() {
+		if v := recover(); v != nil {
+			e.panicked("on_connect", v, c.ID())
+			err = errHookPanic
+		}
+	}()
+	return h(c)
 }
 
 // checkHandshake validates an upgrade request before the connection is hijacked,
@@ -218,134 +233,54 @@ func (e *Engine) checkOrigin(r *http.Request) bool {
 	return strings.EqualFold(u.Host, r.Host)
 }
 
-// wire is the net.Conn given to gws. Reads go straight to the socket; writes
-// (the handshake response, pongs, close frames) join the connection's ordered
-// outbound stream, so gws's frames never interleave with the engine's batched
-// writes; Close lets that stream drain first.
-type wire struct {
+// handshakeConn is the net.Conn given to gws for the handshake: its writes (the
+// 101 response, or an error) join the connection's ordered outbound stream, and
+// its deadlines are ignored (writes never block; the engine bounds its own).
+type handshakeConn struct {
 	net.Conn
 	c *Conn
 }
 
 // Write queues b behind the frames already waiting.
-func (w *wire) Write(b []byte) (int, error) {
-	if err := w.c.sc.WriteRaw(b); err != nil {
+func (h *handshakeConn) Write(b []byte) (int, error) {
+	if err := h.c.sc.WriteRaw(b); err != nil {
 		return 0, err
 	}
 	return len(b), nil
 }
 
 // Close closes the connection once what is queued has been written.
-func (w *wire) Close() error {
-	w.c.sc.CloseAfterFlush()
+func (h *handshakeConn) Close() error {
+	h.c.sc.CloseAfterFlush()
 	return nil
 }
 
-// SetWriteDeadline is a no-op: writes never block gws, and the engine bounds its
-// own blocking writes with Config.WriteTimeout.
-func (w *wire) SetWriteDeadline(time.Time) error { return nil }
+// SetDeadline is a no-op: see handshakeConn.
+func (h *handshakeConn) SetDeadline(time.Time) error { return nil }
 
-// SetDeadline sets the read deadline only, for the reason given on
-// SetWriteDeadline.
-func (w *wire) SetDeadline(t time.Time) error { return w.Conn.SetReadDeadline(t) }
+// SetWriteDeadline is a no-op: see handshakeConn.
+func (h *handshakeConn) SetWriteDeadline(time.Time) error { return nil }
 
-// wsHandler receives gws's events for every connection of an engine.
-type wsHandler struct{ e *Engine }
+// gwsLogger routes gws's own error logs to slog.
+type gwsLogger struct{ e *Engine }
 
-func connOf(socket *gws.Conn) *Conn { return socket.NetConn().(*wire).c }
+func (l gwsLogger) Error(v ...any) { l.e.logLimited("gws", "gws: "+fmt.Sprint(v...)) }
 
-// OnOpen is a no-op: the engine set the connection up before the read loop.
-func (wsHandler) OnOpen(*gws.Conn) {}
+// gwsEvents satisfies gws.Event for the upgrader. gws only writes the
+// handshake: the engine reads connections itself (read.go), so none of these
+// is ever called.
+type gwsEvents struct{ gws.BuiltinEventHandler }
 
-// OnPing answers with a pong.
-func (wsHandler) OnPing(socket *gws.Conn, payload []byte) {
-	connOf(socket).touch(time.Now())
-	_ = socket.WritePong(payload)
+func (e *Engine) newUpgrader() *gws.Upgrader {
+	return gws.NewUpgrader(gwsEvents{}, &gws.ServerOption{
+		HandshakeTimeout: e.cfg.HandshakeTimeout,
+		NewSession:       func() gws.SessionStorage { return nopSession{} },
+		Logger:           gwsLogger{e},
+	})
 }
 
-// OnPong extends the read deadline.
-func (wsHandler) OnPong(socket *gws.Conn, _ []byte) { connOf(socket).touch(time.Now()) }
-
-// OnMessage runs the protocol for one inbound message.
-func (wsHandler) OnMessage(socket *gws.Conn, msg *gws.Message) {
-	defer msg.Close()
-	c := connOf(socket)
-	c.touch(time.Now())
-	c.handle(msg.Bytes())
-}
-
-// OnClose unregisters the connection and reports why it ended.
-func (h wsHandler) OnClose(socket *gws.Conn, err error) {
-	c := connOf(socket)
-	e := h.e
-	reason, cause := classifyClose(err)
-	if reason == "too_large" || reason == "protocol_error" || reason == "invalid_utf8" {
-		c.drainInput()
-	}
-	c.home().Unregister(&c.sc)
-	e.metrics.countDisconnect(reason)
-	switch reason {
-	case "too_large", "protocol_error", "invalid_utf8":
-		e.metrics.countErrorKind(reason)
-		e.cfg.Logger.Info("shardhub: connection closed for bad input", "conn", c.ID(), "reason", reason, "err", err)
-	case "timeout":
-		e.cfg.Logger.Debug("shardhub: connection timed out", "conn", c.ID())
-	}
-	if h := e.cfg.Hooks.OnDisconnect; h != nil {
-		h(c, cause)
-	}
-}
-
-// drainLinger bounds how long a connection closed for bad input keeps reading.
-const drainLinger = 2 * time.Second
-
-// drainInput reads and discards what the peer still sends after the server closed
-// the connection for bad input (gws has queued the close frame and the shard
-// half-closes once it is written), until the peer closes or drainLinger passes.
-// Closing a socket with unread bytes makes the kernel send a reset, and a client
-// still sending (a browser in the middle of a 70 KB message) would then see 1006
-// instead of the close code.
-func (c *Conn) drainInput() {
-	_ = c.wire.Conn.SetReadDeadline(time.Now().Add(drainLinger))
-	_, _ = io.Copy(io.Discard, c.wire.Conn)
-}
-
-// classifyClose names why a connection ended, and returns the error to report
-// (nil for a normal close).
-func classifyClose(err error) (reason string, cause error) {
-	var ce *gws.CloseError
-	var code interface{ Uint16() uint16 }
-	var ne net.Error
-	switch {
-	case err == nil:
-		return "normal", nil
-	case errors.As(err, &ce):
-		if ce.Code == CloseNormal || ce.Code == CloseGoingAway || ce.Code == 0 {
-			return "normal", nil
-		}
-		return "peer_error", err
-	case errors.Is(err, gws.ErrTextEncoding):
-		return "invalid_utf8", err
-	case errors.As(err, &code):
-		switch code.Uint16() {
-		case CloseTooBig:
-			return "too_large", err
-		case 1002:
-			return "protocol_error", err
-		case CloseNormal, CloseGoingAway:
-			return "normal", nil
-		}
-		return "closed", err
-	case errors.Is(err, os.ErrDeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
-		return "timeout", err
-	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
-		return "closed", nil
-	}
-	return "read_error", err
-}
-
-// nopSession replaces gws's per-connection session map: the engine keeps its
-// state in Conn, so the map would only cost memory.
+// nopSession replaces gws's per-connection session map, which the engine does
+// not use.
 type nopSession struct{}
 
 func (nopSession) Len() int                     { return 0 }
@@ -353,27 +288,3 @@ func (nopSession) Load(string) (any, bool)      { return nil, false }
 func (nopSession) Delete(string)                {}
 func (nopSession) Store(string, any)            {}
 func (nopSession) Range(func(string, any) bool) {}
-
-// gwsLogger routes gws's own error logs to slog.
-type gwsLogger struct{ e *Engine }
-
-func (l gwsLogger) Error(v ...any) { l.e.cfg.Logger.Error("gws: " + fmt.Sprint(v...)) }
-
-func (e *Engine) newUpgrader() *gws.Upgrader {
-	return gws.NewUpgrader(wsHandler{e}, &gws.ServerOption{
-		ReadMaxPayloadSize:  e.cfg.MaxMessageSize,
-		ReadBufferSize:      e.cfg.ReadBufferSize,
-		WriteMaxPayloadSize: e.cfg.MaxMessageSize + 1024,
-		CheckUtf8Enabled:    true,
-		HandshakeTimeout:    e.cfg.HandshakeTimeout,
-		NewSession:          func() gws.SessionStorage { return nopSession{} },
-		Logger:              gwsLogger{e},
-		Recovery: func(gws.Logger) {
-			// A panicking hook or Authorizer must not take the process down.
-			if v := recover(); v != nil {
-				e.metrics.countErrorKind("panic")
-				e.cfg.Logger.Error("shardhub: panic while handling a message", "panic", v)
-			}
-		},
-	})
-}

@@ -59,6 +59,12 @@ type Conn struct {
 	evicted  bool           // closed because the queue overflowed
 	tclosed  bool           // t.Close or CloseWrite has been called
 	detached bool           // the shard has been told to drop this connection
+	cause    Cause          // why the server side closed it first; CauseNone otherwise
+
+	// seen is the unix second of the last frame read from the peer, written by
+	// its reader (Touch) and read by the shard's idle sweep; zero for a
+	// connection without a read side, which never times out.
+	seen atomic.Uint32
 
 	id    string
 	shard *Shard // set by Register, before the connection is shared
@@ -89,6 +95,57 @@ func (c *Conn) Init(id string, t transport.Transport) {
 // ID returns the connection id.
 func (c *Conn) ID() string { return c.id }
 
+// Touch records that a frame was read from the peer at now. A connection that
+// was touched once is closed by its shard's idle sweep (1001, "ping timeout")
+// when it stays silent for Config.IdleTimeout. Call it from the reader only.
+func (c *Conn) Touch(now time.Time) {
+	if s := uint32(now.Unix()); c.seen.Load() != s {
+		c.seen.Store(s)
+	}
+}
+
+// Cause is why the server closed a connection before its peer did.
+type Cause uint8
+
+// Causes reported by Conn.Cause.
+const (
+	CauseNone         Cause = iota
+	CauseSlowConsumer       // evicted: the outbound queue overflowed
+	CauseTimeout            // silent for longer than Config.IdleTimeout
+	CauseShutdown           // the shard shut down
+	CauseWriteError         // a write to the socket failed
+)
+
+// String returns the cause's metric label ("" for CauseNone).
+func (c Cause) String() string {
+	switch c {
+	case CauseSlowConsumer:
+		return "slow_consumer"
+	case CauseTimeout:
+		return "timeout"
+	case CauseShutdown:
+		return "shutdown"
+	case CauseWriteError:
+		return "write_error"
+	}
+	return ""
+}
+
+// Cause reports why the server side closed the connection first, or "" when
+// it did not (the peer closed, or it is open).
+func (c *Conn) Cause() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cause.String()
+}
+
+// setCauseLocked records the first cause. c.mu is held.
+func (c *Conn) setCauseLocked(cause Cause) {
+	if c.cause == CauseNone && c.st.Load()&stClosed == 0 {
+		c.cause = cause
+	}
+}
+
 // Evicted reports whether the connection was closed as a slow consumer.
 func (c *Conn) Evicted() bool {
 	c.mu.Lock()
@@ -115,6 +172,10 @@ func (c *Conn) Send(f *frame.Frame) error { return c.post(f, postFrame, true) }
 // TrySend is Send without waiting: it returns ErrInboxFull when the shard's inbox
 // is full.
 func (c *Conn) TrySend(f *frame.Frame) error { return c.post(f, postFrame, false) }
+
+// SendControl writes a protocol frame (a pong, a close) like Send, without
+// counting it as a message.
+func (c *Conn) SendControl(f *frame.Frame) error { return c.post(f, postControl, true) }
 
 // WriteRaw copies b, one or more complete encoded frames, and sends it like Send,
 // without counting it as a message. It is how frames built by the WebSocket
@@ -473,7 +534,7 @@ func (c *Conn) drain() {
 		timeout := c.limits().WriteTimeout
 		c.mu.Unlock()
 
-		n, err := c.t.Write(bufs, time.Now().Add(timeout))
+		n, err := c.write(bufs, timeout)
 		clear(bufs)
 		c.countBytes(n)
 
@@ -490,8 +551,23 @@ func (c *Conn) drain() {
 	}
 }
 
+// write is the drain goroutine's blocking write. A transport that panics
+// (an embedder's, through Attach) fails this connection only.
+func (c *Conn) write(bufs [][]byte, timeout time.Duration) (n int, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			if s := c.shard; s != nil && s.cfg.OnPanic != nil {
+				s.cfg.OnPanic("drain", v)
+			}
+			n, err = 0, errTransportPanic
+		}
+	}()
+	return c.t.Write(bufs, time.Now().Add(timeout))
+}
+
 // failLocked closes the send side after a write error.
 func (c *Conn) failLocked() {
+	c.setCauseLocked(CauseWriteError)
 	st := c.st.Load()
 	c.st.Store(st | stClosed)
 	if st&stQueued == 0 {
@@ -505,6 +581,7 @@ func (c *Conn) failLocked() {
 // later) if its socket takes it; then the connection is closed at once, which
 // also unblocks a drain goroutine stuck in a write.
 func (c *Conn) evictLocked() {
+	c.setCauseLocked(CauseSlowConsumer)
 	c.evicted = true
 	st := c.st.Load()
 	c.st.Store(st | stClosed)

@@ -20,3 +20,6 @@ var (
 
 // ErrTooManySubscriptions is returned by Subscribe past Config.MaxSubscriptions.
 var ErrTooManySubscriptions = errors.New("shard: too many subscriptions for one connection")
+
+// errTransportPanic fails a connection whose transport panicked in a write.
+var errTransportPanic = errors.New("shard: transport panicked")

@@ -71,6 +71,13 @@ type Config struct {
 	// OnRemove is called on the shard goroutine after a connection left the shard,
 	// for any reason. It must not block.
 	OnRemove func(c *Conn)
+	// IdleTimeout closes a connection whose reader has not touched it (Conn.Touch)
+	// for this long, with close 1001 "ping timeout". Connections never touched
+	// (no read side) are exempt. Zero means no timeout.
+	IdleTimeout time.Duration
+	// OnPanic is told about a panic recovered in a connection's drain goroutine
+	// (a transport's Write); that connection is closed. Nil means none.
+	OnPanic func(where string, v any)
 }
 
 func (cfg *Config) withDefaults() {
@@ -398,11 +405,16 @@ func (s *Shard) lost(c *Conn, err error) {
 // completes; only this goroutine touches the connection and channel tables.
 func (s *Shard) Run() {
 	defer close(s.done)
-	var pingC <-chan time.Time
+	var pingC, sweepC <-chan time.Time
 	if s.cfg.PingInterval > 0 {
 		t := time.NewTicker(s.cfg.PingInterval)
 		defer t.Stop()
 		pingC = t.C
+	}
+	if s.cfg.IdleTimeout > 0 {
+		t := time.NewTicker(sweepInterval(s.cfg.IdleTimeout, s.cfg.PingInterval))
+		defer t.Stop()
+		sweepC = t.C
 	}
 	for {
 		select {
@@ -414,6 +426,8 @@ func (s *Shard) Run() {
 			s.removeLost()
 		case <-pingC:
 			s.ping()
+		case now := <-sweepC:
+			s.sweep(now)
 		case <-s.quit:
 			s.runShutdown()
 			return
@@ -831,6 +845,43 @@ func (s *Shard) ping() {
 	}
 }
 
+// sweepInterval is how often the idle sweep runs: often enough that a silent
+// connection is closed within a few seconds of its timeout (the gap between the
+// ping interval and the timeout), at most once a second and at least once per
+// timeout.
+func sweepInterval(idle, ping time.Duration) time.Duration {
+	d := idle
+	if ping > 0 && ping < idle {
+		d = idle - ping
+	}
+	return min(max(d, time.Second), idle)
+}
+
+var timeoutClose = frame.Static(frame.OpClose, closePayload(CloseGoingAway, "ping timeout"))
+
+func closePayload(code uint16, reason string) []byte {
+	return append([]byte{byte(code >> 8), byte(code)}, reason...)
+}
+
+// sweep closes the connections whose peers have been silent for longer than
+// IdleTimeout: one atomic load per connection.
+func (s *Shard) sweep(now time.Time) {
+	limit := uint32(s.cfg.IdleTimeout / time.Second)
+	sec := uint32(now.Unix())
+	for i, c := range s.list {
+		seen := c.seen.Load()
+		if seen == 0 || sec-seen <= limit || s.slots[i].mode == fastSkip {
+			continue
+		}
+		c.mu.Lock()
+		c.setCauseLocked(CauseTimeout)
+		_ = c.writeOneLocked(timeoutClose)
+		c.closeAfterFlushLocked()
+		c.mu.Unlock()
+		s.slots[i].mode = modeOf(c)
+	}
+}
+
 // runShutdown sends close 1001 to every connection, serves requests during the
 // grace window while connections leave, then closes the send side of those left.
 func (s *Shard) runShutdown() {
@@ -838,6 +889,7 @@ func (s *Shard) runShutdown() {
 	goingAway := frame.Close(CloseGoingAway, "server shutting down")
 	for _, c := range s.list {
 		c.mu.Lock()
+		c.setCauseLocked(CauseShutdown)
 		_ = c.writeOneLocked(goingAway)
 		c.closeAfterFlushLocked()
 		c.mu.Unlock()

@@ -1,0 +1,291 @@
+package engine
+
+import (
+	"errors"
+	"io"
+	"net"
+	"os"
+	"time"
+
+	"github.com/shardhub/shardhub/engine/internal/wsread"
+	"github.com/shardhub/shardhub/shard/frame"
+)
+
+// The read side of a WebSocket connection.
+//
+// Bytes from the socket go to the connection's wsread.Parser, which calls
+// back (connReader below) for every complete message and control frame. The
+// callbacks charge the connection's inbound budget, then run the protocol.
+// Whatever decides to close the connection for its input (a protocol
+// violation, an oversized or invalid message, the rate limit, a panic in a
+// hook) condemns it: one close frame, one metric, one log line (rate-limited
+// across connections), and from then on nothing it sends is parsed — its bytes
+// are read and discarded until it closes or closeLinger passes, so that a
+// client still sending sees the close code rather than a reset.
+//
+// One goroutine at a time reads a connection and owns its inbound state.
+
+// Read states of a connection (inbound.state).
+const (
+	readOpen     uint8 = iota // parsing
+	readDraining              // condemned: discarding input until the peer closes
+	readDone                  // the close handshake is over, or the socket failed
+)
+
+// inbound is a connection's read-side state, owned by its reader.
+type inbound struct {
+	p      wsread.Parser
+	budget budget
+	now    time.Time // when the bytes being parsed were read
+	state  uint8
+	reason string // why the connection ended, for shardhub_disconnects_total; set once
+}
+
+// connReader is the wsread.Handler of a connection. It is a distinct type so
+// that the handler methods stay off Conn's public method set.
+type connReader Conn
+
+var _ wsread.Handler = (*connReader)(nil)
+
+// feed parses b, read from the socket at now. It reports whether the
+// connection is still open for reading.
+func (c *Conn) feed(b []byte, now time.Time) bool {
+	c.in.now = now
+	_, err := c.in.p.Feed(b, c.e.cfg.MaxMessageSize, (*connReader)(c))
+	if err != nil {
+		var we *wsread.Error
+		if errors.As(err, &we) {
+			c.condemn(we.Code, we.Reason, protocolReason(we.Code))
+		} else {
+			c.condemn(CloseProtocolError, "protocol error", "protocol_error")
+		}
+	}
+	return c.in.state == readOpen
+}
+
+// protocolReason names a parser failure in metrics.
+func protocolReason(code uint16) string {
+	switch code {
+	case CloseTooBig:
+		return "too_large"
+	case CloseInvalidPayload:
+		return "invalid_utf8"
+	}
+	return "protocol_error"
+}
+
+// OnMessage runs one complete data message.
+func (r *connReader) OnMessage(_ byte, payload []byte) bool {
+	c := (*Conn)(r)
+	c.sc.Touch(c.in.now)
+	if !c.charge(len(payload), true) {
+		return c.in.state == readOpen
+	}
+	c.dispatch(payload)
+	return c.in.state == readOpen
+}
+
+// OnControl answers pings, notes pongs and completes the close handshake.
+func (r *connReader) OnControl(op byte, payload []byte) bool {
+	c := (*Conn)(r)
+	c.sc.Touch(c.in.now)
+	switch op {
+	case wsread.OpPing:
+		if c.charge(len(payload), false) {
+			f := frame.New(len(payload))
+			f.AppendBytes(payload)
+			f.Seal(frame.OpPong)
+			_ = c.sc.SendControl(f)
+			f.Release()
+		}
+	case wsread.OpPong:
+		c.charge(len(payload), false)
+	case wsread.OpClose:
+		code := wsread.CloseCode(payload)
+		if !c.sc.Closed() {
+			// Echo the peer's code (RFC 6455 §5.5.1), then close once written.
+			if code == 1005 {
+				c.sc.Close(CloseNormal, "")
+			} else {
+				c.sc.Close(code, "")
+			}
+		}
+		c.end(closeReason(code))
+		c.in.state = readDone
+	}
+	return c.in.state == readOpen
+}
+
+// closeReason names a close the peer started.
+func closeReason(code uint16) string {
+	switch code {
+	case CloseNormal, CloseGoingAway, 1005:
+		return "normal"
+	}
+	return "peer_error"
+}
+
+// charge takes a frame of n payload bytes from the connection's budget. Over
+// budget, a data message is refused with a rate_limited error and a control
+// frame is ignored; a connection that stays over it is condemned (1008). It
+// reports whether the frame may be handled.
+func (c *Conn) charge(n int, data bool) bool {
+	e := c.e
+	if e.cfg.InboundRate <= 0 {
+		return true
+	}
+	switch c.in.budget.take(c.in.now, n, &e.limits) {
+	case budgetOK:
+		return true
+	case budgetRefused:
+		e.metrics.countError(CodeRateLimited)
+		if data {
+			c.reply(&Reply{Type: ReplyError, Code: CodeRateLimited, Reason: "inbound rate limit exceeded; message dropped"})
+		}
+		return false
+	default:
+		c.condemn(ClosePolicyViolation, "inbound rate limit exceeded", "rate_limited")
+		return false
+	}
+}
+
+// dispatch runs the protocol for one message. A panic in a hook, the
+// Authorizer or the codec condemns this connection only (1011).
+func (c *Conn) dispatch(payload []byte) {
+	defer func() {
+		if v := recover(); v != nil {
+			c.e.panicked("message", v, c.ID())
+			c.condemn(CloseInternalError, "internal error", "panic")
+		}
+	}()
+	c.handle(payload)
+}
+
+// condemn closes the connection for what it sent: the close frame goes out
+// behind what is queued, the event is counted and logged once, and from now on
+// the reader discards the connection's input. Called on the reader goroutine.
+func (c *Conn) condemn(code uint16, reason, metric string) {
+	if c.in.state != readOpen {
+		return
+	}
+	c.in.state = readDraining
+	c.end(metric)
+	c.sc.Close(code, reason)
+	e := c.e
+	if metric != "panic" { // panics are counted in shardhub_panics_total
+		e.metrics.countErrorKind(metric)
+	}
+	e.logLimited("condemned", "shardhub: closing connection for its input",
+		"conn", c.ID(), "reason", metric, "code", code, "remote", c.remote())
+}
+
+// end records why the connection ends, once.
+func (c *Conn) end(reason string) {
+	if c.in.reason == "" {
+		c.in.reason = reason
+	}
+}
+
+func (c *Conn) remote() string {
+	if c.nc == nil {
+		return ""
+	}
+	return c.nc.RemoteAddr().String()
+}
+
+// readLoop reads the connection until it closes, then unregisters it. pending
+// holds bytes the client sent right behind its upgrade request. Runs in its own
+// goroutine, one per WebSocket connection (the blocking read path).
+func (c *Conn) readLoop(pending []byte) {
+	e := c.e
+	defer e.admitted.Add(-1)
+	defer e.readerDone()
+	defer c.finish()
+	defer func() {
+		if v := recover(); v != nil {
+			e.panicked("read_loop", v, c.ID())
+			c.end("panic")
+			c.sc.Close(CloseInternalError, "internal error")
+			c.in.state = readDone
+		}
+	}()
+	open := c.in.state == readOpen && (len(pending) == 0 || c.feed(pending, time.Now()))
+	buf := make([]byte, e.cfg.ReadBufferSize)
+	for open {
+		n, err := c.nc.Read(buf)
+		if n > 0 {
+			open = c.feed(buf[:n], time.Now())
+		}
+		if err != nil {
+			c.end(readErrReason(err))
+			c.in.state = readDone
+			break
+		}
+	}
+	if c.in.state == readDraining {
+		c.drainInput()
+	}
+}
+
+// readErrReason names a read that ended without a close handshake.
+func readErrReason(err error) string {
+	var ne net.Error
+	switch {
+	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
+		return "closed"
+	case errors.Is(err, os.ErrDeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+		return "timeout"
+	}
+	return "read_error"
+}
+
+// drainInput discards what a condemned connection still sends, until it
+// closes or closeLinger passes. Closing a socket with unread bytes makes the
+// kernel send a reset, and a client still sending (a browser in the middle of
+// a 70 KB message) would then see 1006 instead of the close code.
+func (c *Conn) drainInput() {
+	_ = c.nc.SetReadDeadline(time.Now().Add(closeLinger))
+	_, _ = io.Copy(io.Discard, c.nc)
+}
+
+// closeLinger bounds how long a condemned connection is drained.
+const closeLinger = 2 * time.Second
+
+// finish ends a WebSocket connection once its reader is done: it leaves its
+// shard, is counted, and OnDisconnect runs.
+func (c *Conn) finish() {
+	e := c.e
+	c.in.p.Release()
+	c.home().Unregister(&c.sc)
+	reason := c.in.reason
+	if cause := c.sc.Cause(); cause != "" && (reason == "closed" || reason == "read_error" || reason == "") {
+		reason = cause // the server closed it first: evicted, timed out, shutting down
+	}
+	if reason == "" {
+		reason = "closed"
+	}
+	e.metrics.countDisconnect(reason)
+	if h := e.cfg.Hooks.OnDisconnect; h != nil {
+		var err error
+		if reason != "normal" && reason != "closed" && reason != "shutdown" {
+			err = &DisconnectError{Reason: reason}
+		}
+		func() {
+			defer func() {
+				if v := recover(); v != nil {
+					e.panicked("on_disconnect", v, c.ID())
+				}
+			}()
+			h(c, err)
+		}()
+	}
+}
+
+// DisconnectError is what Hooks.OnDisconnect receives when a connection ended
+// abnormally. Reason is the label of shardhub_disconnects_total
+// (docs/security.md lists them).
+type DisconnectError struct {
+	Reason string
+}
+
+func (e *DisconnectError) Error() string { return "shardhub: connection ended: " + e.Reason }
