@@ -5,7 +5,7 @@ import (
 	"errors"
 	"net"
 
-		"github.com/shardhub/shardhub/shard"
+	"github.com/shardhub/shardhub/shard"
 	"github.com/shardhub/shardhub/shard/frame"
 	"github.com/shardhub/shardhub/shard/transport"
 )

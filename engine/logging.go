@@ -18,7 +18,7 @@ const (
 
 // logLimiter is a token bucket of log lines for each kind of event.
 type logLimiter struct {
-	mu    sync.Mutex           // guards kinds.
+	mu    sync.Mutex          // guards kinds.
 	kinds map[string]*logKind // by kind
 }
 

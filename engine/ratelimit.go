@@ -41,9 +41,9 @@ type budget struct {
 
 // Results of budget.take.
 const (
-	budgetOK      = iota // handle the frame
-	budgetRefused        // drop it
-	budgetExceeded       // close the connection
+	budgetOK       = iota // handle the frame
+	budgetRefused         // drop it
+	budgetExceeded        // close the connection
 )
 
 // take charges one frame of n payload bytes at now.
