@@ -15,27 +15,21 @@ var _ BrokerHandler = brokerHandler{}
 // HandlePublication delivers a publication from another instance, or one of this
 // instance's on a history channel (which comes back with its offset).
 func (h brokerHandler) HandlePublication(channel, offset string, data []byte) {
-	var err error
-	if offset != "" && h.e.history != nil {
-		err = h.e.history.deliver(channel, offset, data) // through the recovery gate
-	} else {
-		err = h.e.publishLocal(channel, offset, data)
-	}
-	if err != nil {
-		h.e.cfg.Logger.Debug("shardhub: remote publication not delivered", "channel", channel, "err", err)
+	if err := h.e.publishLocal(srcBroker, channel, offset, data); err != nil {
+		h.e.logLimited("broker_in", "shardhub: publication from the broker not delivered", "channel", channel, "err", err)
 	}
 }
 
 // HandleBroadcast delivers a broadcast from another instance.
 func (h brokerHandler) HandleBroadcast(data []byte) {
-	if err := h.e.broadcastLocal(data); err != nil {
-		h.e.cfg.Logger.Debug("shardhub: remote broadcast not delivered", "err", err)
+	if err := h.e.broadcastLocal(srcBroker, data); err != nil {
+		h.e.logLimited("broker_in", "shardhub: broadcast from the broker not delivered", "err", err)
 	}
 }
 
 // HandlePrivate delivers a private message routed here by another instance.
 func (h brokerHandler) HandlePrivate(to, from string, data []byte) error {
-	return h.e.sendPrivate(context.Background(), &Target{ID: to, Instance: h.e.idPrefix, Local: true}, to, from, data)
+	return h.e.sendPrivate(context.Background(), srcBroker, &Target{ID: to, Instance: h.e.idPrefix, Local: true}, to, from, data)
 }
 
 // InstanceID returns the engine's instance id.

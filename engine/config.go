@@ -17,17 +17,18 @@ import (
 const (
 	DefaultShardsPerProc      = 1
 	DefaultBroadcastQueue     = 256
-	DefaultShardInbox         = 1024
-	DefaultConnQueueMessages  = 1024
-	DefaultConnQueueBytes     = 4 << 20
+	DefaultClientPublishQueue = 128
+	DefaultShardInbox         = shard.DefaultInboxSize
+	DefaultConnQueueMessages  = shard.DefaultMaxMessages
+	DefaultConnQueueBytes     = shard.DefaultMaxBytes
 	DefaultMaxMessageSize     = 64 << 10
 	DefaultReadBufferSize     = 256
-	DefaultMaxSubscriptions   = 1024
+	DefaultMaxSubscriptions   = shard.DefaultMaxSubscriptions
 	DefaultPingInterval       = 54 * time.Second
 	DefaultPongWait           = 60 * time.Second
-	DefaultWriteTimeout       = 10 * time.Second
+	DefaultWriteTimeout       = shard.DefaultWriteTimeout
 	DefaultHandshakeTimeout   = 5 * time.Second
-	DefaultShutdownGrace      = 500 * time.Millisecond
+	DefaultShutdownGrace      = shard.DefaultShutdownGrace
 	DefaultInboundRate        = 100
 	DefaultInboundBurst       = 200
 	DefaultInboundByteRate    = 1 << 20
@@ -52,7 +53,12 @@ type Config struct {
 	// the fan-out coordinator. When it is full the message is dropped and counted;
 	// producers never block. Zero means 256.
 	BroadcastQueue int
-	// ShardInbox is the capacity of each shard's delivery inbox. Zero means 1024.
+	// ClientPublishQueue is the capacity of the queue of publications from
+	// clients, served only when the broadcast queue is empty: clients can fill
+	// their share but never the backend's. Full means the client's message is
+	// dropped (counted) and answered "overloaded". Zero means 128.
+	ClientPublishQueue int
+	// ShardInbox is the capacity of each shard's command inbox. Zero means 1024.
 	ShardInbox int
 	// ConnQueueMessages is the most frames that may wait for one slow connection;
 	// one more evicts it (close 1013). Zero means 1024.
@@ -206,6 +212,9 @@ func (cfg Config) withDefaults() Config {
 	if cfg.BroadcastQueue == 0 {
 		cfg.BroadcastQueue = DefaultBroadcastQueue
 	}
+	if cfg.ClientPublishQueue == 0 {
+		cfg.ClientPublishQueue = DefaultClientPublishQueue
+	}
 	if cfg.ShardInbox == 0 {
 		cfg.ShardInbox = DefaultShardInbox
 	}
@@ -275,6 +284,8 @@ func (cfg Config) Validate() error {
 		return bad("Shards", "%d is outside 1..%d", c.Shards, maxAllowedShards)
 	case c.BroadcastQueue < 1:
 		return bad("BroadcastQueue", "%d must be positive", c.BroadcastQueue)
+	case c.ClientPublishQueue < 1:
+		return bad("ClientPublishQueue", "%d must be positive", c.ClientPublishQueue)
 	case c.ShardInbox < 1:
 		return bad("ShardInbox", "%d must be positive", c.ShardInbox)
 	case c.ConnQueueMessages < 1 || c.ConnQueueMessages > maxAllowedConnQueueFrames:

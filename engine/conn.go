@@ -70,12 +70,18 @@ func (c *Conn) Send(data []byte) error {
 	if err := c.e.checkPayload(data); err != nil {
 		return err
 	}
-	f := frame.New(len(data) + 40)
-	f.SetPayload(c.e.codec.AppendPrivate(f.Payload(), "", data))
-	f.Seal(c.e.codec.Opcode())
+	e := c.e
+	e.ledger.received[srcServer].Add(1)
+	f := e.encode(len(data)+40, func(b []byte) []byte { return e.codec.AppendPrivate(b, "", data) })
 	err := c.sc.Send(f)
 	f.Release()
-	return err
+	if err != nil {
+		e.ledger.drop(DropConnClosed)
+		return err
+	}
+	e.ledger.fannedOut.Add(1)
+	e.metrics.privates.Inc()
+	return nil
 }
 
 // Close sends a close frame with code and reason, then closes the connection.
@@ -100,7 +106,8 @@ func (c *Conn) register() error {
 	return nil
 }
 
-// sendFrame encodes a message with enc and sends it to this connection only.
+// sendEncoded encodes a protocol frame (a welcome, a reply: not a message the
+// ledger counts) with enc and sends it to this connection only.
 func (c *Conn) sendEncoded(sizeHint int, enc func([]byte) []byte) {
 	f := frame.New(sizeHint)
 	f.SetPayload(enc(f.Payload()))
@@ -208,7 +215,7 @@ func (c *Conn) handlePublish(req *Request) {
 	if !c.authorize(AuthRequest{Action: ActionPublish, Conn: c, Channel: req.Channel}, req.ID) {
 		return
 	}
-	if err := c.e.Publish(req.Channel, req.Data); err != nil {
+	if err := c.e.publish(srcClient, req.Channel, req.Data); err != nil {
 		c.failFromError(req.ID, err)
 		return
 	}
@@ -229,7 +236,7 @@ func (c *Conn) handleSend(req *Request) {
 	if !c.authorize(AuthRequest{Action: ActionSend, Conn: c, Target: target}, req.ID) {
 		return
 	}
-	if err := c.e.sendPrivate(ctx, target, req.To, c.ID(), req.Data); err != nil {
+	if err := c.e.sendPrivate(ctx, srcClient, target, req.To, c.ID(), req.Data); err != nil {
 		c.failFromError(req.ID, err)
 		return
 	}

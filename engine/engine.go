@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"math/bits"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -15,7 +14,6 @@ import (
 	"github.com/lxzan/gws"
 
 	"github.com/shardhub/shardhub/shard"
-	"github.com/shardhub/shardhub/shard/frame"
 	"github.com/shardhub/shardhub/shard/transport"
 )
 
@@ -27,7 +25,7 @@ type Engine struct {
 	codec    Codec
 	broker   Broker
 	router   Router        // broker's Router, or nil
-	history  *historyState // recovery gates when the broker is a HistoryBroker, else nil (history.go)
+	history  HistoryBroker // the broker when it keeps history, else nil (history.go)
 	shards   []*shard.Shard
 	upgrader *gws.Upgrader
 	metrics  *engineMetrics
@@ -36,7 +34,9 @@ type Engine struct {
 	limits   inboundLimits // per-connection inbound limits, from cfg
 	logs     logLimiter    // rate limit of client-caused log lines
 
-	queue chan outbound // the bounded broadcast queue, read by the coordinator
+	queue       chan outbound // the bounded broadcast queue, read by the coordinator
+	clientQueue chan outbound // client publications' own bounded queue (fanout.go)
+	ledger      ledger        // the message stage of the ledger
 	quit  chan struct{} // closed when the coordinator must stop
 	coord chan struct{} // closed when the coordinator has stopped
 
@@ -54,13 +54,6 @@ type Engine struct {
 	readersZero   chan struct{} // closed when readersClosed and readers reaches zero
 }
 
-// outbound is one message in the broadcast queue, already encoded.
-type outbound struct {
-	target shard.Target
-	key    string
-	frame  *frame.Frame
-}
-
 // New validates cfg, starts the shards, the fan-out coordinator and the broker,
 // and returns the engine.
 func New(cfg Config) (*Engine, error) {
@@ -73,6 +66,7 @@ func New(cfg Config) (*Engine, error) {
 		codec:        cfg.Codec,
 		broker:       cfg.Broker,
 		queue:        make(chan outbound, cfg.BroadcastQueue),
+		clientQueue:  make(chan outbound, cfg.ClientPublishQueue),
 		quit:         make(chan struct{}),
 		coord:        make(chan struct{}),
 		chans:        make(map[string][]uint64),
@@ -84,7 +78,7 @@ func New(cfg Config) (*Engine, error) {
 	}
 	e.router, _ = e.broker.(Router)
 	if hb, ok := e.broker.(HistoryBroker); ok {
-		e.history = newHistoryState(e, hb)
+		e.history = hb
 	}
 	if cfg.InstanceID != "" {
 		e.idPrefix = cfg.InstanceID
@@ -178,11 +172,13 @@ func (e *Engine) ValidChannel(name string) bool {
 // them). data is embedded as JSON when it is valid JSON, else as a JSON string. It
 // never blocks: when the broadcast queue is full the message is dropped, counted,
 // and ErrQueueFull returned.
-func (e *Engine) Broadcast(data []byte) error {
+func (e *Engine) Broadcast(data []byte) error { return e.broadcast(srcServer, data) }
+
+func (e *Engine) broadcast(src source, data []byte) error {
 	if err := e.checkPayload(data); err != nil {
 		return err
 	}
-	if err := e.broadcastLocal(data); err != nil {
+	if err := e.broadcastLocal(src, data); err != nil {
 		return err
 	}
 	if err := e.broker.Broadcast(data); err != nil {
@@ -192,26 +188,23 @@ func (e *Engine) Broadcast(data []byte) error {
 	return nil
 }
 
-func (e *Engine) broadcastLocal(data []byte) error {
-	f := frame.New(len(data) + 32)
-	f.SetPayload(e.codec.AppendBroadcast(f.Payload(), data))
-	f.Seal(e.codec.Opcode())
-	return e.enqueue(outbound{target: shard.ToAll, frame: f}, e.metrics.broadcasts)
-}
-
 // Publish sends data to the subscribers of channel, on every instance. Like
 // Broadcast it never blocks and returns ErrQueueFull when the message is dropped.
 func (e *Engine) Publish(channel string, data []byte) error {
+	return e.publish(srcServer, channel, data)
+}
+
+func (e *Engine) publish(src source, channel string, data []byte) error {
 	if !e.ValidChannel(channel) {
 		return fmt.Errorf("%w: %q", ErrInvalidChannel, truncate(channel, 64))
 	}
 	if err := e.checkPayload(data); err != nil {
 		return err
 	}
-	if e.history != nil && e.history.b.HasHistory(channel) {
-		return e.publishHistory(channel, data) // the broker assigns the offset (history.go)
+	if e.history != nil && e.history.HasHistory(channel) {
+		return e.publishHistory(src, channel, data) // the broker assigns the offset (history.go)
 	}
-	if err := e.publishLocal(channel, "", data); err != nil {
+	if err := e.publishLocal(src, channel, "", data); err != nil {
 		return err
 	}
 	if err := e.broker.Publish(channel, data); err != nil {
@@ -221,207 +214,11 @@ func (e *Engine) Publish(channel string, data []byte) error {
 	return nil
 }
 
-func (e *Engine) publishLocal(channel, offset string, data []byte) error {
-	if !e.hasLocalSubscribers(channel) {
-		e.metrics.publications.Inc()
-		return nil
-	}
-	f := frame.New(len(data) + len(channel) + len(offset) + 48)
-	f.SetPayload(e.codec.AppendPublication(f.Payload(), channel, offset, data))
-	f.Seal(e.codec.Opcode())
-	return e.enqueue(outbound{target: shard.ToChannel, key: channel, frame: f}, e.metrics.publications)
-}
-
-// Send sends data as a private message from the server to connection id, on this
-// instance or, through a Router broker, on another. It returns ErrConnNotFound
-// when no instance has the connection.
-func (e *Engine) Send(id string, data []byte) error {
-	if err := e.checkPayload(data); err != nil {
-		return err
-	}
-	return e.sendPrivate(context.Background(), nil, id, "", data)
-}
-
-// sendPrivate delivers a private message from `from` (empty for the server).
-// target is the already resolved recipient, or nil to resolve id.
-func (e *Engine) sendPrivate(ctx context.Context, target *Target, id, from string, data []byte) error {
-	if e.closing.Load() {
-		return ErrShutdown
-	}
-	// The common case, a recipient on this instance, needs no Target: look it
-	// up once and deliver.
-	if target == nil || target.Local {
-		if sc := e.shardFor(id).Lookup(id); sc != nil {
-			return e.deliverPrivate(sc, from, data)
-		}
-		if target != nil {
-			return ErrConnNotFound // it was here when resolved and has left
-		}
-		t, err := e.resolve(ctx, id)
-		if err != nil {
-			return err
-		}
-		if t.Local { // registered between the two lookups
-			return e.sendPrivate(ctx, t, id, from, data)
-		}
-		target = t
-	}
-	if err := e.router.SendTo(ctx, target.Instance, id, from, data); err != nil {
-		return err
-	}
-	e.metrics.privates.Inc()
-	return nil
-}
-
-// deliverPrivate encodes a private message once and queues it on sc.
-func (e *Engine) deliverPrivate(sc *shard.Conn, from string, data []byte) error {
-	f := frame.New(len(data) + len(from) + 40)
-	f.SetPayload(e.codec.AppendPrivate(f.Payload(), from, data))
-	f.Seal(e.codec.Opcode())
-	err := sc.TrySend(f)
-	f.Release()
-	if errors.Is(err, shard.ErrInboxFull) {
-		e.metrics.dropped.Inc()
-		return ErrQueueFull
-	}
-	if err != nil {
-		return fmt.Errorf("%w: %v", ErrConnNotFound, err)
-	}
-	e.metrics.privates.Inc()
-	return nil
-}
-
-// resolve finds the connection a private message to id would reach.
-func (e *Engine) resolve(ctx context.Context, id string) (*Target, error) {
-	if sc := e.shardFor(id).Lookup(id); sc != nil {
-		t := &Target{ID: id, Instance: e.idPrefix, Local: true}
-		if c, ok := sc.Value.(*Conn); ok {
-			t.UserID = c.user
-		}
-		return t, nil
-	}
-	if e.router == nil {
-		return nil, ErrConnNotFound
-	}
-	inst, err := e.router.Locate(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	if inst == e.idPrefix {
-		return nil, ErrConnNotFound // registry lag: it was here and has left
-	}
-	return &Target{ID: id, Instance: inst}, nil
-}
-
 func (e *Engine) checkPayload(data []byte) error {
 	if len(data) > e.cfg.MaxMessageSize {
 		return fmt.Errorf("%w: %d bytes, limit %d", ErrMessageTooLarge, len(data), e.cfg.MaxMessageSize)
 	}
 	return nil
-}
-
-// enqueue puts an encoded message on the broadcast queue without blocking.
-func (e *Engine) enqueue(o outbound, accepted counter) error {
-	if e.closing.Load() {
-		o.frame.Release()
-		return ErrShutdown
-	}
-	select {
-	case e.queue <- o:
-		accepted.Inc()
-		return nil
-	default:
-		o.frame.Release()
-		e.metrics.dropped.Inc()
-		return ErrQueueFull
-	}
-}
-
-// coordinate is the fan-out coordinator: it hands each queued frame to every shard
-// concerned, which write it to their connections in parallel. Runs in its own
-// goroutine until Shutdown.
-func (e *Engine) coordinate() {
-	defer close(e.coord)
-	var targets []uint64
-	for {
-		select {
-		case o := <-e.queue:
-			targets = e.fanOut(o, targets)
-		case <-e.quit:
-			for {
-				select {
-				case o := <-e.queue:
-					o.frame.Release()
-				default:
-					return
-				}
-			}
-		}
-	}
-}
-
-func (e *Engine) fanOut(o outbound, targets []uint64) []uint64 {
-	switch o.target {
-	case shard.ToAll:
-		for _, s := range e.shards {
-			o.frame.Retain(1)
-			s.Deliver(shard.Delivery{Target: shard.ToAll, Frame: o.frame})
-		}
-	case shard.ToChannel:
-		e.chanMu.Lock()
-		targets = append(targets[:0], e.chans[o.key]...)
-		e.chanMu.Unlock()
-		for w, word := range targets {
-			for word != 0 {
-				i := w*64 + bits.TrailingZeros64(word)
-				word &= word - 1
-				o.frame.Retain(1)
-				e.shards[i].Deliver(shard.Delivery{Target: shard.ToChannel, Key: o.key, Frame: o.frame})
-			}
-		}
-	case shard.ToConn:
-		o.frame.Retain(1)
-		e.shardFor(o.key).Deliver(shard.Delivery{Target: shard.ToConn, Key: o.key, Frame: o.frame})
-	}
-	o.frame.Release()
-	return targets
-}
-
-func (e *Engine) hasLocalSubscribers(channel string) bool {
-	e.chanMu.Lock()
-	_, ok := e.chans[channel]
-	e.chanMu.Unlock()
-	return ok
-}
-
-// onChannel runs on a shard goroutine when the shard gains its first subscriber
-// of channel or loses its last; the engine subscribes the broker on the first
-// local subscriber and unsubscribes it after the last.
-func (e *Engine) onChannel(idx int, channel string, active bool) {
-	e.chanMu.Lock()
-	defer e.chanMu.Unlock()
-	set := e.chans[channel]
-	w, bit := idx/64, uint64(1)<<(idx%64)
-	if active {
-		if set == nil {
-			set = make([]uint64, (len(e.shards)+63)/64)
-			e.chans[channel] = set
-			e.broker.Subscribe(channel)
-		}
-		set[w] |= bit
-		return
-	}
-	if set == nil {
-		return
-	}
-	set[w] &^= bit
-	for _, word := range set {
-		if word != 0 {
-			return
-		}
-	}
-	delete(e.chans, channel)
-	e.broker.Unsubscribe(channel)
 }
 
 // onRemove runs on a shard goroutine after a connection left it.
@@ -478,82 +275,6 @@ func (e *Engine) Attach(id string, t transport.Transport) (*Conn, error) {
 		return nil, err
 	}
 	return c, nil
-}
-
-// Stats is a snapshot of the engine.
-type Stats struct {
-	Instance       string       `json:"instance"`
-	Connections    int          `json:"connections"`
-	Channels       int          `json:"channels"`
-	QueueLength    int          `json:"broadcast_queue_length"`
-	QueueCapacity  int          `json:"broadcast_queue_capacity"`
-	Shards         []ShardStats `json:"shards"`
-	Deliveries     int64        `json:"deliveries"`
-	BytesSent      int64        `json:"bytes_sent"`
-	Forced         int64        `json:"forced_disconnects"`
-	WriteErrors    int64        `json:"write_errors"`
-	Dropped        int64        `json:"dropped_broadcasts"`
-	Broadcasts     int64        `json:"broadcasts"`
-	Publications   int64        `json:"publications"`
-	Privates       int64        `json:"private_messages"`
-	MessagesIn     int64        `json:"messages_in"`
-	AuthDenials    int64        `json:"authorizer_denials"`
-	ShuttingDown   bool         `json:"shutting_down"`
-	ConnectedTotal int64        `json:"connected_total"`
-}
-
-// ShardStats is one shard's part of Stats.
-type ShardStats struct {
-	Index         int   `json:"index"`
-	Connections   int   `json:"connections"`
-	Channels      int   `json:"channels"`
-	Subscriptions int   `json:"subscriptions"`
-	Broadcasts    int64 `json:"broadcasts"`
-	Publications  int64 `json:"publications"`
-	Privates      int64 `json:"private_messages"`
-	Deliveries    int64 `json:"deliveries"`
-	Forced        int64 `json:"forced_disconnects"`
-}
-
-// Stats asks every shard for a snapshot. During shutdown, stopped shards report
-// their counters only.
-func (e *Engine) Stats() Stats {
-	st := Stats{
-		Instance:      e.idPrefix,
-		QueueLength:   len(e.queue),
-		QueueCapacity: cap(e.queue),
-		Dropped:       int64(e.metrics.dropped.Get()),
-		Broadcasts:    int64(e.metrics.broadcasts.Get()),
-		Publications:  int64(e.metrics.publications.Get()),
-		Privates:      int64(e.metrics.privates.Get()),
-		MessagesIn:    int64(e.metrics.messagesIn.Get()),
-		AuthDenials:   int64(e.metrics.authDenials.Get()),
-		ShuttingDown:  e.closing.Load(),
-	}
-	e.chanMu.Lock()
-	st.Channels = len(e.chans)
-	e.chanMu.Unlock()
-	for _, s := range e.shards {
-		ss := s.Stats()
-		st.Shards = append(st.Shards, ShardStats{
-			Index:         ss.Index,
-			Connections:   int(ss.Counters.Conns),
-			Channels:      ss.Channels,
-			Subscriptions: ss.Subscriptions,
-			Broadcasts:    ss.Messages[shard.ToAll],
-			Publications:  ss.Messages[shard.ToChannel],
-			Privates:      ss.Messages[shard.ToConn],
-			Deliveries:    ss.Counters.Deliveries,
-			Forced:        ss.Counters.Forced,
-		})
-		st.Connections += int(ss.Counters.Conns)
-		st.Deliveries += ss.Counters.Deliveries
-		st.BytesSent += ss.Counters.Bytes
-		st.Forced += ss.Counters.Forced
-		st.WriteErrors += ss.Counters.WriteErrors
-		st.ConnectedTotal += ss.Counters.Registered
-	}
-	return st
 }
 
 // Connections returns the number of connections, from the shards' counters.

@@ -6,13 +6,9 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
-	"github.com/cespare/xxhash/v2"
-
 	"github.com/shardhub/shardhub/shard"
-	"github.com/shardhub/shardhub/shard/frame"
 )
 
 // History and recovery (docs/protocol.md, subscribe "since").
@@ -21,143 +17,51 @@ import (
 // so its publications take a different path from other channels:
 //
 //	Publish → broker (XADD + PUBLISH, one script) → every subscribed instance,
-//	this one included → BrokerHandler.HandlePublication(offset) → gate → fan-out
+//	this one included → BrokerHandler.HandlePublication(offset) → fan-out
 //
 // Channels without history keep the fast path (local fan-out first, then the
 // broker for the other instances).
 //
-// Recovery must hand a client exactly the publications after its offset, then
-// the live ones, with no gap and no duplicate at the seam, although live
-// publications reach the connection through its shard while recovered ones are
-// read from Redis. subscribeRecover does it in this order:
+// Recovery hands a client exactly the publications after its offset, then the
+// live ones, with no gap and no duplicate at the seam. It is per-subscription
+// state in the connection's shard (shard/recovery.go), in this order:
 //
-//  1. A tap on the channel's gate starts copying every live publication of the
-//     channel that reaches this instance (the connection is not subscribed yet,
-//     so it gets none of them).
-//  2. The broker's subscription to the channel is made live (Hold): from then on
-//     every publication arrives here, and so lands in the tap.
-//  3. The history after `since` is read. Anything published before the
-//     subscription was live is in it (the script XADDs before it PUBLISHes).
-//  4. The reply, then the recovered publications, are sent to the connection.
-//  5. Under the gate (no live publication of the channel enters the fan-out),
-//     the tap's publications newer than the last one sent are sent; a barrier
-//     through the fan-out coordinator waits until the connection's shard has
-//     handled every frame queued before it; then the connection is subscribed.
-//     Every later publication reaches it through its shard, and none earlier.
+//  1. The broker's subscription to the channel is made live (Hold): from then
+//     on every publication of the channel reaches this instance.
+//  2. The connection is subscribed in recovering mode: the live publications
+//     that reach it from now on are kept by its shard, with their offsets.
+//  3. The history after `since` is read. Anything published before step 1 is
+//     in it (the broker's script XADDs before it PUBLISHes).
+//  4. The reply, then the recovered publications, are posted to the
+//     connection, then EndRecovery(last): the shard writes the kept
+//     publications newer than last and drops the duplicates still in flight.
 //
-// The gate is one of a fixed set of mutexes picked by the channel's hash, so a
-// publication never races the creation of a per-channel gate.
+// The shard's inbox orders steps 2 and 4 against the live publications; no lock
+// is held while Redis answers, so a slow history read delays this connection
+// only, and the broker's reader never waits for a recovery.
 
 const (
-	historyGates = 64
 	// holdTimeout bounds the wait for the broker's subscription before a plain
 	// subscribe is answered.
 	holdTimeout = 2 * time.Second
 	// recoveryTimeout bounds the Redis work of one recovery (Hold and History).
 	recoveryTimeout = 5 * time.Second
-	// barrierTimeout bounds the wait for the fan-out barrier; past it the seam
-	// is closed anyway (a duplicate is then possible, and logged).
-	barrierTimeout = 2 * time.Second
-	// maxTapped bounds the live publications buffered for one recovering
-	// connection; past it the connection is closed with 1013 so it recovers
-	// again rather than miss messages.
-	maxTapped = 4096
 )
-
-// historyState is the engine's side of a HistoryBroker.
-type historyState struct {
-	e     *Engine
-	b     HistoryBroker
-	gates [historyGates]historyGate
-
-	barrierOnce sync.Once
-	barrierKeys []string // per shard: an id that hashes to it and is never a connection's
-}
-
-// historyGate serializes the live delivery of the channels hashed to it with
-// the seams of their recoveries.
-type historyGate struct {
-	mu   sync.Mutex        // held while a live publication enters the fan-out, and across a seam.
-	taps map[string][]*tap // channel → recoveries in progress; guarded by mu
-}
-
-// tap buffers the live publications of a channel for one recovering
-// connection. Bounded by maxTapped: past it overflow is set and nothing more
-// is kept.
-type tap struct {
-	pubs     []Publication // guarded by the gate's mu
-	overflow bool          // guarded by the gate's mu
-}
-
-func newHistoryState(e *Engine, b HistoryBroker) *historyState {
-	return &historyState{e: e, b: b}
-}
-
-func (h *historyState) gate(channel string) *historyGate {
-	return &h.gates[xxhash.Sum64String(channel)%historyGates]
-}
-
-// deliver hands a live publication of a history channel to the fan-out, and
-// to the taps of the recoveries in progress on it. Called on the broker's
-// receiving goroutines.
-func (h *historyState) deliver(channel, offset string, data []byte) error {
-	g := h.gate(channel)
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	for _, t := range g.taps[channel] {
-		if len(t.pubs) >= maxTapped {
-			t.overflow = true
-			continue
-		}
-		t.pubs = append(t.pubs, Publication{Offset: offset, Data: data})
-	}
-	return h.e.publishLocal(channel, offset, data)
-}
-
-func (g *historyGate) addTap(channel string, t *tap) {
-	g.mu.Lock()
-	if g.taps == nil {
-		g.taps = make(map[string][]*tap)
-	}
-	g.taps[channel] = append(g.taps[channel], t)
-	g.mu.Unlock()
-}
-
-// removeTapLocked drops t; the caller holds g.mu.
-func (g *historyGate) removeTapLocked(channel string, t *tap) {
-	ts := g.taps[channel]
-	for i, x := range ts {
-		if x == t {
-			ts[i] = ts[len(ts)-1]
-			ts[len(ts)-1] = nil
-			ts = ts[:len(ts)-1]
-			break
-		}
-	}
-	if len(ts) == 0 {
-		delete(g.taps, channel)
-	} else {
-		g.taps[channel] = ts
-	}
-}
-
-func (g *historyGate) removeTap(channel string, t *tap) {
-	g.mu.Lock()
-	g.removeTapLocked(channel, t)
-	g.mu.Unlock()
-}
 
 // publishHistory publishes on a history channel: the broker stores it, gives it
 // its offset and hands it back to every subscribed instance, this one included.
 // When the broker cannot take it (Redis down, its queue full) the publication
 // is still delivered here, without an offset, so local delivery keeps working.
-func (e *Engine) publishHistory(channel string, data []byte) error {
+func (e *Engine) publishHistory(src source, channel string, data []byte) error {
 	err := e.broker.Publish(channel, data)
 	if err == nil {
+		e.ledger.received[src].Add(1)
+		e.ledger.forwarded.Add(1) // delivered here when the broker hands it back
+		e.metrics.publications.Inc()
 		return nil
 	}
 	e.metrics.brokerErrors.Inc()
-	if lerr := e.publishLocal(channel, "", data); lerr != nil {
+	if lerr := e.publishLocal(src, channel, "", data); lerr != nil {
 		return lerr
 	}
 	return fmt.Errorf("shardhub: broker publish: %w", err)
@@ -173,12 +77,12 @@ func (e *Engine) publishHistory(channel string, data []byte) error {
 // holdTimeout and subscribes anyway (local delivery keeps working).
 func (c *Conn) subscribeHistory(req *Request) {
 	h := c.e.history
-	if req.HasSince && h.b.HasHistory(req.Channel) {
+	if req.HasSince && h.HasHistory(req.Channel) {
 		c.subscribeRecover(req)
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), holdTimeout)
-	release, err := h.b.Hold(ctx, req.Channel)
+	release, err := h.Hold(ctx, req.Channel)
 	cancel()
 	if err != nil {
 		c.e.cfg.Logger.Debug("shardhub: subscribing before the broker's subscription is live", "conn", c.ID(), "channel", req.Channel, "err", err)
@@ -206,47 +110,46 @@ func (c *Conn) subscribeAndReply(req *Request, reply *Reply) {
 }
 
 // subscribeRecover subscribes c to a history channel with recovery from
-// req.Since; see the top of this file. Runs on c's read goroutine, which it
-// blocks for the Redis round trips (this connection only).
+// req.Since; see the top of this file. It runs on the goroutine that handles
+// c's requests, which it blocks for the Redis round trips (this connection
+// only).
 func (c *Conn) subscribeRecover(req *Request) {
 	e, h, ch := c.e, c.e.history, req.Channel
 	recovered := false
 	reply := Reply{Type: ReplySubscribed, ID: req.ID, Channel: ch, Recovered: &recovered}
-	plain := func() { c.subscribeAndReply(req, &reply) }
 	if !validOffset(req.Since) {
 		e.metrics.countErrorKind("recovery_bad_offset")
-		plain() // nothing to recover from: the client must resync
+		c.subscribeAndReply(req, &reply) // nothing to recover from: the client must resync
 		return
 	}
-	// A client re-subscribing with since would otherwise get live publications
-	// during the recovery too: start it from scratch.
-	c.Unsubscribe(ch)
-	g := h.gate(ch)
-	t := &tap{}
-	g.addTap(ch, t)
-	tapped := true
-	defer func() {
-		if tapped {
-			g.removeTap(ch, t)
-		}
-	}()
 	ctx, cancel := context.WithTimeout(context.Background(), recoveryTimeout)
 	defer cancel()
-	release, err := h.b.Hold(ctx, ch)
+	release, err := h.Hold(ctx, ch)
 	if err != nil {
-		e.cfg.Logger.Warn("shardhub: recovery impossible, broker subscription not live", "conn", c.ID(), "channel", ch, "err", err)
+		e.logLimited("recovery", "shardhub: recovery impossible, broker subscription not live", "conn", c.ID(), "channel", ch, "err", err)
 		e.metrics.countErrorKind("recovery_failed")
-		plain()
+		c.subscribeAndReply(req, &reply)
 		return
 	}
-	pubs, ok, err := h.b.History(ctx, ch, req.Since)
-	if err != nil || !ok {
-		if err != nil {
-			e.cfg.Logger.Warn("shardhub: reading channel history failed", "conn", c.ID(), "channel", ch, "err", err)
-			e.metrics.countErrorKind("recovery_failed")
+	defer func() {
+		if release != nil {
+			release()
 		}
-		release()
-		plain()
+	}()
+	if err := c.home().SubscribeRecovering(&c.sc, ch); err != nil {
+		if errors.Is(err, shard.ErrTooManySubscriptions) {
+			c.fail(req.ID, CodeTooManySubs, "too many subscriptions")
+		}
+		return // otherwise the connection is closing
+	}
+	pubs, ok, err := h.History(ctx, ch, req.Since)
+	if err != nil {
+		e.logLimited("recovery", "shardhub: reading channel history failed", "conn", c.ID(), "channel", ch, "err", err)
+		e.metrics.countErrorKind("recovery_failed")
+	}
+	if err != nil || !ok {
+		c.reply(&reply) // recovered: false; the kept live publications follow
+		c.home().EndRecovery(&c.sc, ch, "", false)
 		return
 	}
 	recovered = true
@@ -259,93 +162,26 @@ func (c *Conn) subscribeRecover(req *Request) {
 	for _, p := range pubs {
 		c.sendPublication(ch, p)
 	}
-
-	// The seam: no live publication of ch enters the fan-out until c is subscribed.
-	g.mu.Lock()
-	g.removeTapLocked(ch, t)
-	tapped = false
-	overflow := t.overflow
-	for _, p := range t.pubs {
-		if CompareOffsets(p.Offset, last) > 0 {
-			c.sendPublication(ch, p)
-			last = p.Offset
-		}
-	}
-	var subErr error
-	if !overflow {
-		if err := e.barrier(c.ID()); err != nil {
-			e.cfg.Logger.Warn("shardhub: recovery barrier", "conn", c.ID(), "channel", ch, "err", err)
-		}
-		_, subErr = c.Subscribe(ch)
-	}
-	g.mu.Unlock()
+	c.home().EndRecovery(&c.sc, ch, last, true)
 	intact := release()
-	switch {
-	case overflow:
-		e.metrics.countErrorKind("recovery_overflow")
-		e.cfg.Logger.Warn("shardhub: closing recovering connection: too many live publications during recovery",
-			"conn", c.ID(), "channel", ch, "limit", maxTapped)
-		c.Close(CloseTryAgainLater, "recovery overflow, reconnect and recover again")
-	case subErr != nil:
-		if errors.Is(subErr, shard.ErrTooManySubscriptions) {
-			c.fail(req.ID, CodeTooManySubs, "too many subscriptions")
-		}
-	case !intact:
+	release = nil
+	if !intact {
 		// The broker lost Redis during the recovery: publications may have been
 		// missed in between. Make the client come back and recover again.
 		e.metrics.countErrorKind("recovery_interrupted")
-		e.cfg.Logger.Warn("shardhub: closing recovering connection: broker subscription interrupted", "conn", c.ID(), "channel", ch)
+		e.logLimited("recovery", "shardhub: closing recovering connection: broker subscription interrupted", "conn", c.ID(), "channel", ch)
 		c.Close(CloseTryAgainLater, "recovery interrupted, reconnect and recover again")
 	}
 }
 
 // sendPublication sends one recovered publication to c alone.
 func (c *Conn) sendPublication(channel string, p Publication) {
-	c.sendEncoded(len(p.Data)+len(channel)+len(p.Offset)+48, func(b []byte) []byte {
+	f := c.e.encode(len(p.Data)+len(channel)+len(p.Offset)+48, func(b []byte) []byte {
 		return c.e.codec.AppendPublication(b, channel, p.Offset, p.Data)
 	})
+	_ = c.sc.Send(f)
+	f.Release()
 }
-
-// barrier returns once the shard of connection id has handled every frame
-// queued in the fan-out before the call. It queues a frame for an id that hashes
-// to that shard but is never a connection's, so the shard drops it; the shard
-// handles its inbox in order, so when it has let go of that frame it has let go
-// of everything before it.
-func (e *Engine) barrier(id string) error {
-	h := e.history
-	h.barrierOnce.Do(func() {
-		keys := make([]string, len(e.shards))
-		for found, i := 0, 0; found < len(keys); i++ {
-			k := "\x00barrier-" + strconv.Itoa(i)
-			if s := e.ShardOf(k); keys[s] == "" {
-				keys[s] = k
-				found++
-			}
-		}
-		h.barrierKeys = keys
-	})
-	f := frame.New(0)
-	f.Seal(frame.OpPing) // never written; a harmless ping if it ever were
-	f.Retain(1)          // ours, to watch the others go
-	defer f.Release()
-	if err := e.enqueue(outbound{target: shard.ToConn, key: h.barrierKeys[e.ShardOf(id)], frame: f}, nopCounter{}); err != nil {
-		return err
-	}
-	deadline := time.Now().Add(barrierTimeout)
-	for wait := 20 * time.Microsecond; f.Refs() > 1; wait = min(wait*2, time.Millisecond) {
-		if time.Now().After(deadline) {
-			return fmt.Errorf("shardhub: fan-out barrier not passed after %v", barrierTimeout)
-		}
-		time.Sleep(wait)
-	}
-	return nil
-}
-
-// nopCounter counts nothing: barriers are not messages.
-type nopCounter struct{}
-
-func (nopCounter) Inc()        {}
-func (nopCounter) Get() uint64 { return 0 }
 
 // validOffset reports whether s is an offset CompareOffsets can order.
 func validOffset(s string) bool {

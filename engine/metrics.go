@@ -78,14 +78,14 @@ func newEngineMetrics(e *Engine, set *metrics.Set) *engineMetrics {
 	return m
 }
 
-// writeShardMetrics writes the shards' atomic counters at scrape time.
+// writeShardMetrics writes the shards' atomic counters and the ledger at
+// scrape time.
 func (e *Engine) writeShardMetrics(w io.Writer) {
-	var conns, deliveries, bytes, writeErrs, evicted, registered int64
+	var conns, bytes, writeErrs, evicted, registered int64
 	for _, s := range e.shards {
 		c := s.Counters()
 		metrics.WriteGaugeUint64(w, `shardhub_shard_connections{shard="`+strconv.Itoa(s.Index())+`"}`, uint64(max(c.Conns, 0)))
 		conns += c.Conns
-		deliveries += c.Deliveries
 		bytes += c.Bytes
 		writeErrs += c.WriteErrors
 		evicted += c.Forced
@@ -93,10 +93,24 @@ func (e *Engine) writeShardMetrics(w io.Writer) {
 	}
 	metrics.WriteGaugeUint64(w, `shardhub_connections`, uint64(max(conns, 0)))
 	metrics.WriteCounterUint64(w, `shardhub_connections_total`, uint64(registered))
-	metrics.WriteCounterUint64(w, `shardhub_messages_sent_total`, uint64(deliveries))
 	metrics.WriteCounterUint64(w, `shardhub_bytes_sent_total`, uint64(bytes))
 	metrics.WriteCounterUint64(w, `shardhub_write_errors_total`, uint64(writeErrs))
 	metrics.WriteCounterUint64(w, `shardhub_forced_disconnects_total`, uint64(evicted))
+	l := e.Ledger()
+	for src, n := range l.Messages.Received {
+		metrics.WriteCounterUint64(w, `shardhub_messages_received_total{source="`+src+`"}`, n)
+	}
+	metrics.WriteCounterUint64(w, `shardhub_messages_fanned_out_total`, l.Messages.FannedOut)
+	metrics.WriteCounterUint64(w, `shardhub_messages_forwarded_total`, l.Messages.Forwarded)
+	for r, n := range l.Messages.Dropped {
+		metrics.WriteCounterUint64(w, `shardhub_messages_dropped_total{reason="`+r.String()+`"}`, n)
+	}
+	metrics.WriteCounterUint64(w, `shardhub_deliveries_total`, l.Deliveries.Recipients)
+	metrics.WriteCounterUint64(w, `shardhub_messages_sent_total`, l.Deliveries.Written)
+	metrics.WriteGaugeUint64(w, `shardhub_deliveries_pending`, l.Deliveries.Pending)
+	for r, n := range l.Deliveries.Dropped {
+		metrics.WriteCounterUint64(w, `shardhub_deliveries_dropped_total{reason="`+r.String()+`"}`, n)
+	}
 }
 
 func (m *engineMetrics) countRequest(t RequestType) {

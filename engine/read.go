@@ -95,7 +95,7 @@ func (r *connReader) OnControl(op byte, payload []byte) bool {
 			f := frame.New(len(payload))
 			f.AppendBytes(payload)
 			f.Seal(frame.OpPong)
-			_ = c.sc.SendControl(f)
+			_ = c.sc.Send(f)
 			f.Release()
 		}
 	case wsread.OpPong:

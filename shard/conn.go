@@ -19,15 +19,32 @@ const (
 // Limits bound a connection's outbound queue and its blocking writes.
 type Limits struct {
 	// MaxMessages is the most frames that may wait in one connection's queue.
+	// Zero means DefaultMaxMessages.
 	MaxMessages int
 	// MaxBytes is the most bytes that may wait in one connection's queue.
+	// Zero means DefaultMaxBytes; more than MaxQueueBytes means MaxQueueBytes.
 	MaxBytes int
-	// WriteTimeout bounds one blocking write of a drain goroutine.
+	// WriteTimeout bounds one blocking write of a drain goroutine. Zero means
+	// DefaultWriteTimeout.
 	WriteTimeout time.Duration
 }
 
-// DefaultLimits are used by a Conn that is not registered with a shard.
-var DefaultLimits = Limits{MaxMessages: 1024, MaxBytes: 4 << 20, WriteTimeout: 10 * time.Second}
+func (l Limits) withDefaults() Limits {
+	if l.MaxMessages <= 0 {
+		l.MaxMessages = DefaultMaxMessages
+	}
+	if l.MaxBytes <= 0 {
+		l.MaxBytes = DefaultMaxBytes
+	}
+	l.MaxBytes = min(l.MaxBytes, MaxQueueBytes)
+	if l.WriteTimeout <= 0 {
+		l.WriteTimeout = DefaultWriteTimeout
+	}
+	return l
+}
+
+// unregisteredLimits bound a Conn that has no shard.
+var unregisteredLimits = Limits{}.withDefaults()
 
 // Conn is the write side of one connection.
 //
@@ -52,14 +69,16 @@ type Conn struct {
 	attached atomic.Bool   // registered: writes from other goroutines go through the shard
 	t        transport.Transport
 
-	mu       sync.Mutex     // guards the queue (fields to the blank line) and every change of st.
-	queue    []*frame.Frame // frames not yet fully written, oldest first; each holds one reference
-	off      int32          // bytes of queue[0] already written
-	queued   int32          // bytes waiting in queue, excluding off (limits keep it under 1 GiB)
-	evicted  bool           // closed because the queue overflowed
-	tclosed  bool           // t.Close or CloseWrite has been called
-	detached bool           // the shard has been told to drop this connection
-	cause    Cause          // why the server side closed it first; CauseNone otherwise
+	mu      sync.Mutex     // guards the queue (fields to the blank line) and every change of st.
+	queue   []*frame.Frame // frames not yet fully written, oldest first; each holds one reference
+	off     int32          // bytes of queue[0] already written
+	queued  int32          // bytes waiting in queue, excluding off (limits keep it under 1 GiB)
+	evicted bool           // closed because the queue overflowed
+	tclosed bool           // t.Close or CloseWrite has been called
+	lost    bool           // the shard has been told to remove this connection
+	// cause is a Cause: why the server side closed the connection first
+	// (CauseNone otherwise). Set once with mu held, read by anyone.
+	cause atomic.Uint32
 
 	// seen is the unix second of the last frame read from the peer, written by
 	// its reader (Touch) and read by the shard's idle sweep; zero for a
@@ -133,16 +152,12 @@ func (c Cause) String() string {
 
 // Cause reports why the server side closed the connection first, or "" when
 // it did not (the peer closed, or it is open).
-func (c *Conn) Cause() string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.cause.String()
-}
+func (c *Conn) Cause() string { return Cause(c.cause.Load()).String() }
 
 // setCauseLocked records the first cause. c.mu is held.
 func (c *Conn) setCauseLocked(cause Cause) {
-	if c.cause == CauseNone && c.st.Load()&stClosed == 0 {
-		c.cause = cause
+	if c.cause.Load() == uint32(CauseNone) && c.st.Load()&stClosed == 0 {
+		c.cause.Store(uint32(cause))
 	}
 }
 
@@ -160,30 +175,27 @@ func (c *Conn) limits() *Limits {
 	if c.shard != nil {
 		return &c.shard.cfg.Limits
 	}
-	return &DefaultLimits
+	return &unregisteredLimits
 }
 
 // Send writes f to the connection after everything sent before it; the caller
 // keeps its own reference. A registered connection's frame is handed to its
 // shard, waiting while the shard's inbox is full. It returns ErrConnClosed when
-// the send side is closed (or the shard stopped).
-func (c *Conn) Send(f *frame.Frame) error { return c.post(f, postFrame, true) }
+// the send side is closed (or the shard stopped). A message frame
+// (frame.SetMessage) is counted in the shard's delivery ledger; a protocol
+// frame (a reply, a pong, a close) is not.
+func (c *Conn) Send(f *frame.Frame) error { return c.post(f, true) }
 
 // TrySend is Send without waiting: it returns ErrInboxFull when the shard's inbox
 // is full.
-func (c *Conn) TrySend(f *frame.Frame) error { return c.post(f, postFrame, false) }
+func (c *Conn) TrySend(f *frame.Frame) error { return c.post(f, false) }
 
-// SendControl writes a protocol frame (a pong, a close) like Send, without
-// counting it as a message.
-func (c *Conn) SendControl(f *frame.Frame) error { return c.post(f, postControl, true) }
-
-// WriteRaw copies b, one or more complete encoded frames, and sends it like Send,
-// without counting it as a message. It is how frames built by the WebSocket
-// library (the handshake response, pongs, close frames) join the same ordered
-// stream as the engine's frames.
+// WriteRaw copies b, one or more complete encoded frames, and sends it like Send.
+// It is how bytes built by the WebSocket library (the handshake response) join
+// the same ordered stream as the engine's frames.
 func (c *Conn) WriteRaw(b []byte) error {
 	f := frame.Copy(b)
-	err := c.post(f, postControl, true)
+	err := c.post(f, true)
 	f.Release()
 	return err
 }
@@ -191,70 +203,56 @@ func (c *Conn) WriteRaw(b []byte) error {
 // CloseAfterFlush stops accepting frames and closes the connection once what is
 // already queued has been written (each write bounded by the write timeout). A
 // TCP connection is half-closed first so the peer reads the close frame.
-func (c *Conn) CloseAfterFlush() { _ = c.post(nil, postClose, true) }
+func (c *Conn) CloseAfterFlush() {
+	if s := c.shard; s != nil && c.attached.Load() {
+		if c.st.Load()&(stClosing|stClosed) == 0 {
+			s.post(cmd{kind: cmdClose, conn: c})
+		}
+		return
+	}
+	c.mu.Lock()
+	c.closeAfterFlushLocked()
+	c.mu.Unlock()
+}
 
 // Close sends a close frame with code and reason, then closes the connection
 // like CloseAfterFlush.
 func (c *Conn) Close(code uint16, reason string) {
 	f := frame.Close(code, reason)
-	_ = c.post(f, postControl, true)
+	_ = c.post(f, true)
 	f.Release()
 	c.CloseAfterFlush()
 }
 
-type postKind uint8
-
-const (
-	postFrame   postKind = iota // a message: counted as a delivery
-	postControl                 // a protocol frame: not counted
-	postClose                   // CloseAfterFlush
-)
-
 // post hands a write to the shard when the connection is registered, and makes it
 // directly otherwise.
-func (c *Conn) post(f *frame.Frame, kind postKind, wait bool) error {
+func (c *Conn) post(f *frame.Frame, wait bool) error {
 	if s := c.shard; s != nil && c.attached.Load() {
 		if c.st.Load()&(stClosing|stClosed) != 0 {
 			return ErrConnClosed
 		}
-		d := Delivery{Target: toConnPtr, conn: c, Frame: f, kind: kind}
-		if kind == postClose {
-			d.Target = opCloseAfterFlush
-		} else {
-			f.Retain(1)
-		}
+		f.Retain(1)
+		d := cmd{kind: cmdWrite, conn: c, frame: f}
 		if wait {
-			if !s.Deliver(d) {
+			if !s.post(d) {
 				return ErrConnClosed
 			}
 			return nil
 		}
-		if !s.TryDeliver(d) {
-			if f != nil {
-				f.Release()
-			}
+		if !s.tryPost(d) {
+			f.Release()
 			return ErrInboxFull
 		}
-		return nil
-	}
-	if kind == postClose {
-		c.mu.Lock()
-		c.closeAfterFlushLocked()
-		c.mu.Unlock()
 		return nil
 	}
 	c.mu.Lock()
 	err := c.writeOneLocked(f)
 	c.mu.Unlock()
-	c.afterError(err)
-	if err == nil && kind == postFrame {
-		c.countDeliveries(1)
-	}
 	return err
 }
 
 // writeOneLocked writes or queues one frame. c.mu is held; it is the path of
-// unregistered connections and of frames the shard handles one at a time.
+// unregistered connections and of frames the shard writes alone (pings, closes).
 func (c *Conn) writeOneLocked(f *frame.Frame) error {
 	st := c.st.Load()
 	if st&(stClosing|stClosed) != 0 {
@@ -280,11 +278,13 @@ func (c *Conn) writeOneLocked(f *frame.Frame) error {
 	return nil
 }
 
-// enqueueLocked appends f to the queue, evicting the connection on overflow.
+// enqueueLocked appends f to the queue, evicting the connection on overflow (f
+// is then dropped with what was queued).
 func (c *Conn) enqueueLocked(f *frame.Frame) error {
 	lim := c.limits()
 	if len(c.queue)+1 > lim.MaxMessages || int(c.queued)+f.Len() > lim.MaxBytes {
 		c.evictLocked()
+		c.dropFrames(1, f.IsMessage())
 		return ErrQueueFull
 	}
 	f.Retain(1)
@@ -303,11 +303,17 @@ var queuePool = sync.Pool{New: func() any { return new([pooledQueueLen]*frame.Fr
 // it is a backlog; its larger arrays are left to the garbage collector.
 const pooledQueueLen = 8
 
+// pushLocked appends f (whose reference the queue now holds) to the queue.
 func (c *Conn) pushLocked(f *frame.Frame) {
 	if c.queue == nil {
 		c.queue = queuePool.Get().(*[pooledQueueLen]*frame.Frame)[:0]
 	}
 	c.queue = append(c.queue, f)
+	if f.IsMessage() {
+		if s := c.shard; s != nil {
+			s.stats.pending.Add(1)
+		}
+	}
 }
 
 // dropQueueLocked gives an empty queue's backing array back to the pool.
@@ -320,71 +326,103 @@ func (c *Conn) dropQueueLocked() {
 	c.queue = nil
 }
 
-// afterFastWrite finishes a fast-path write that failed (err) or was short (n of
-// the frames' bytes written): it closes the connection or queues the rest. It
-// reports whether the connection took the frames. Called only on the shard
-// goroutine.
-func (c *Conn) afterFastWrite(frames []*frame.Frame, n int, err error) bool {
+// afterFastWrite finishes a fast-path write of frames that failed (err) or was
+// short (n of the frames' bytes written): it closes the connection or queues
+// the rest. Called only on the shard goroutine, which counted the frames as
+// recipients.
+func (c *Conn) afterFastWrite(frames []*frame.Frame, n int, err error) {
 	if err != nil {
 		c.mu.Lock()
 		already := c.st.Load()&stClosed != 0 // closed by another goroutine: not a write error
 		c.failLocked()
 		c.mu.Unlock()
+		w, rest := splitWritten(frames, n)
+		c.countWritten(w)
+		c.dropFrames(rest, true)
 		if !already {
-			c.afterError(err)
+			c.failed(err)
 		}
-		return false
+		return
 	}
-	return c.backlog(frames, n)
+	c.backlog(frames, n)
+}
+
+// splitWritten counts the message frames of frames written whole by the first
+// n bytes, and those after them.
+func splitWritten(frames []*frame.Frame, n int) (written, rest int64) {
+	for _, f := range frames {
+		if !f.IsMessage() {
+			n -= f.Len()
+			continue
+		}
+		if n >= f.Len() {
+			written++
+		} else {
+			rest++
+		}
+		n -= f.Len()
+	}
+	return written, rest
 }
 
 // writeBatch is the shard's fast path: frames, whose encoded bytes are bufs (total
-// bytes long), go out in one non-blocking write when nothing is queued. It reports
-// whether the connection took the frames and the bytes written now. Called only on
-// the shard goroutine.
-func (c *Conn) writeBatch(frames []*frame.Frame, bufs [][]byte, total int) (ok bool, written int) {
+// bytes long), go out in one non-blocking write when nothing is queued, and are
+// queued behind the backlog otherwise. It returns the bytes written now. The
+// shard counted the frames as recipients; each ends here as written, queued or
+// dropped. Called only on the shard goroutine.
+func (c *Conn) writeBatch(frames []*frame.Frame, bufs [][]byte, total int) int {
 	if c.st.Load() == 0 {
 		n, err := c.t.TryWrite(bufs)
 		if err != nil || n < total {
-			return c.afterFastWrite(frames, n, err), n
+			c.afterFastWrite(frames, n, err)
+			return n
 		}
-		return true, n
+		c.countWritten(msgCount(frames))
+		return n
 	}
 	c.mu.Lock()
 	st := c.st.Load()
 	if st&(stClosing|stClosed) != 0 {
 		c.mu.Unlock()
-		return false, 0
+		c.dropFrames(msgCount(frames), true)
+		return 0
 	}
 	if st == 0 { // the drain goroutine finished since the load above
 		c.mu.Unlock()
 		return c.writeBatch(frames, bufs, total)
 	}
-	for _, f := range frames {
+	for i, f := range frames {
 		if err := c.enqueueLocked(f); err != nil {
 			c.mu.Unlock()
-			c.afterError(err)
-			return false, 0
+			c.dropFrames(msgCount(frames[i+1:]), true)
+			c.failed(err)
+			return 0
 		}
 	}
 	c.mu.Unlock()
-	return true, 0
+	return 0
 }
 
 // backlog queues what a short fast-path write left, starting with the frame it
-// stopped in, and starts the drain goroutine. It reports false when the backlog
-// overflowed the queue and the connection was evicted.
-func (c *Conn) backlog(frames []*frame.Frame, written int) bool {
+// stopped in, and starts the drain goroutine; on overflow the connection is
+// evicted and what was queued dropped.
+func (c *Conn) backlog(frames []*frame.Frame, written int) {
 	c.mu.Lock()
 	if c.st.Load()&stClosed != 0 {
 		c.mu.Unlock()
-		return false
+		w, rest := splitWritten(frames, written)
+		c.countWritten(w)
+		c.dropFrames(rest, true)
+		return
 	}
 	skip := written
 	for _, f := range frames {
 		l := f.Len()
 		if skip >= l {
 			skip -= l
+			if f.IsMessage() {
+				c.countWritten(1)
+			}
 			continue
 		}
 		f.Retain(1)
@@ -396,26 +434,44 @@ func (c *Conn) backlog(frames []*frame.Frame, written int) bool {
 	if lim := c.limits(); len(c.queue) > lim.MaxMessages || int(c.queued) > lim.MaxBytes {
 		c.evictLocked()
 		c.mu.Unlock()
-		c.afterError(ErrQueueFull)
-		return false
+		c.failed(ErrQueueFull)
+		return
 	}
 	c.startDrainLocked()
 	c.mu.Unlock()
-	return true
 }
 
-// enqueue queues f for the shard's flush at the end of a batch. Called only on
+// enqueue queues f for the shard's flush at the end of a batch; the shard
+// counted it as a recipient. It reports whether f was queued. Called only on
 // the shard goroutine.
-func (c *Conn) enqueue(f *frame.Frame) bool {
+func (c *Conn) enqueue(f *frame.Frame, scratch *[][]byte) bool {
 	c.mu.Lock()
-	if c.st.Load()&(stClosing|stClosed) != 0 {
+	st := c.st.Load()
+	if st&(stClosing|stClosed) != 0 {
 		c.mu.Unlock()
+		c.dropFrames(1, f.IsMessage())
 		return false
+	}
+	if lim := c.limits(); st&stQueued == 0 && len(c.queue) > 0 &&
+		(len(c.queue)+1 > lim.MaxMessages || int(c.queued)+f.Len() > lim.MaxBytes) {
+		// What this batch queued is not a backlog yet: write it before
+		// judging the connection slow.
+		if err := c.flushLocked(scratch); err != nil {
+			c.mu.Unlock()
+			c.dropFrames(1, f.IsMessage())
+			c.failed(err)
+			return false
+		}
+		if c.st.Load()&stClosed != 0 {
+			c.mu.Unlock()
+			c.dropFrames(1, f.IsMessage())
+			return false
+		}
 	}
 	err := c.enqueueLocked(f)
 	c.mu.Unlock()
 	if err != nil {
-		c.afterError(err)
+		c.failed(err)
 		return false
 	}
 	return true
@@ -425,30 +481,39 @@ func (c *Conn) enqueue(f *frame.Frame) bool {
 // bytes written; the rest goes to the drain goroutine. Called only on the shard
 // goroutine, for the connections it queued frames on during a batch; scratch is
 // its reusable buffer list.
-func (c *Conn) flushQueued(scratch *[][]byte) int {
+func (c *Conn) flushQueued(scratch *[][]byte) {
 	c.mu.Lock()
 	if c.st.Load()&(stQueued|stClosed) != 0 || len(c.queue) == 0 {
 		c.mu.Unlock()
-		return 0
+		return
 	}
+	err := c.flushLocked(scratch)
+	c.mu.Unlock()
+	if err != nil {
+		c.failed(err)
+	}
+}
+
+// flushLocked writes what is queued in one non-blocking call and hands the
+// rest to a drain goroutine; on a write error the connection is failed (the
+// caller reports it once c.mu is released). c.mu is held, no drain runs.
+func (c *Conn) flushLocked(scratch *[][]byte) error {
 	bufs := c.appendQueuedLocked((*scratch)[:0])
 	n, err := c.t.TryWrite(bufs)
 	clear(bufs)
 	*scratch = bufs[:0]
 	if err != nil {
 		c.failLocked()
-		c.mu.Unlock()
-		c.afterError(err)
-		return 0
+		return err
 	}
+	c.countBytes(n)
 	c.consumeLocked(n)
 	if len(c.queue) > 0 {
 		c.startDrainLocked()
 	} else if c.st.Load()&stClosing != 0 {
 		c.finishLocked()
 	}
-	c.mu.Unlock()
-	return n
+	return nil
 }
 
 // appendQueuedLocked appends the unwritten bytes of the queue to dst.
@@ -464,9 +529,9 @@ func (c *Conn) appendQueuedLocked(dst [][]byte) [][]byte {
 }
 
 // consumeLocked drops n written bytes from the front of the queue, releasing the
-// frames that are done.
+// frames that are done (and counting the messages among them as written).
 func (c *Conn) consumeLocked(n int) {
-	done := 0
+	done, msgs := 0, int64(0)
 	for _, f := range c.queue {
 		rest := f.Len() - int(c.off)
 		if n < rest {
@@ -477,8 +542,17 @@ func (c *Conn) consumeLocked(n int) {
 		n -= rest
 		c.queued -= int32(rest)
 		c.off = 0
+		if f.IsMessage() {
+			msgs++
+		}
 		f.Release()
 		done++
+	}
+	if msgs > 0 {
+		c.countWritten(msgs)
+		if s := c.shard; s != nil {
+			s.stats.pending.Add(-msgs)
+		}
 	}
 	if done == len(c.queue) {
 		c.dropQueueLocked() // the backlog is over: an idle connection holds no array
@@ -489,10 +563,30 @@ func (c *Conn) consumeLocked(n int) {
 	c.queue = c.queue[:n]
 }
 
-func (c *Conn) countDeliveries(n int) {
-	if s := c.shard; s != nil {
-		s.stats.deliveries.Add(int64(n))
+// countWritten counts n message frames written whole.
+func (c *Conn) countWritten(n int64) {
+	if s := c.shard; s != nil && n > 0 {
+		s.stats.written.Add(n)
 	}
+}
+
+// dropFrames counts n message frames that this connection will never write,
+// for the reason its cause gives; msg false counts nothing (a protocol frame).
+func (c *Conn) dropFrames(n int64, msg bool) {
+	if s := c.shard; s != nil && n > 0 && msg {
+		s.stats.dropped(c.causeForDrops(), n)
+	}
+}
+
+// causeForDrops is the reason frames are dropped with this connection: an
+// eviction or a shutdown say so; anything else is a connection that closed
+// first.
+func (c *Conn) causeForDrops() Cause {
+	switch cause := Cause(c.cause.Load()); cause {
+	case CauseSlowConsumer, CauseShutdown:
+		return cause
+	}
+	return CauseNone
 }
 
 func (c *Conn) countBytes(n int) {
@@ -546,7 +640,7 @@ func (c *Conn) drain() {
 		}
 		c.mu.Unlock()
 		if failed {
-			c.afterError(err)
+			c.reportLost(err)
 		}
 	}
 }
@@ -599,29 +693,70 @@ func (c *Conn) evictLocked() {
 // CloseSlowConsumer is the close code sent to an evicted slow consumer.
 const CloseSlowConsumer = 1013
 
-var slowConsumerClose = frame.Close(CloseSlowConsumer, "slow consumer: outbound queue full")
+var slowConsumerClose = frame.Static(frame.OpClose, closePayload(CloseSlowConsumer, "slow consumer: outbound queue full"))
 
-// afterError reports a failed or evicted connection to its shard, which counts,
-// logs and unregisters it. c.mu must not be held.
-func (c *Conn) afterError(err error) {
-	if err == nil || err == ErrConnClosed {
+// failed reports, from the shard goroutine, a connection whose send side failed
+// or was evicted: it is counted, logged and removed at the end of the batch.
+// c.mu must not be held.
+func (c *Conn) failed(err error) {
+	s := c.shard
+	if s == nil || !c.markLost() {
 		return
 	}
-	c.mu.Lock()
-	first := !c.detached
-	c.detached = true
-	c.mu.Unlock()
-	if s := c.shard; s != nil && first {
-		s.lost(c, err)
-	}
+	s.countLost(c, err)
+	s.lost = append(s.lost, c)
 }
 
+// reportLost reports, from a drain goroutine, a connection whose send side
+// failed: its shard counts, logs and removes it. c.mu must not be held.
+func (c *Conn) reportLost(err error) {
+	s := c.shard
+	if s == nil || !c.markLost() {
+		return
+	}
+	s.countLost(c, err)
+	s.post(cmd{kind: cmdLost, conn: c})
+}
+
+// markLost reports whether this is the first report of c's failure.
+func (c *Conn) markLost() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	first := !c.lost
+	c.lost = true
+	return first
+}
+
+// countLost counts and logs a failed or evicted connection.
+func (s *Shard) countLost(c *Conn, err error) {
+	if err == ErrQueueFull {
+		s.stats.forced.Add(1)
+		lim := &s.cfg.Limits
+		s.cfg.Logger.Warn("shard: slow consumer evicted",
+			"conn", c.id, "shard", s.cfg.Index, "reason", "outbound queue full",
+			"max_messages", lim.MaxMessages, "max_bytes", lim.MaxBytes)
+		return
+	}
+	s.stats.writeErrors.Add(1)
+	s.cfg.Logger.Info("shard: write failed, connection closed", "conn", c.id, "shard", s.cfg.Index, "err", err)
+}
+
+// releaseQueueLocked drops what is queued (the connection is closed): the
+// message frames among it are counted as dropped.
 func (c *Conn) releaseQueueLocked() {
+	var msgs int64
 	for _, f := range c.queue {
+		if f.IsMessage() {
+			msgs++
+		}
 		f.Release()
 	}
 	c.dropQueueLocked()
 	c.off, c.queued = 0, 0
+	if s := c.shard; s != nil && msgs > 0 {
+		s.stats.pending.Add(-msgs)
+		s.stats.dropped(c.causeForDrops(), msgs)
+	}
 }
 
 // closeTransportLocked closes the transport the first time it is called.

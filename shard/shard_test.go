@@ -166,14 +166,14 @@ func startShard(tb testing.TB, cfg Config) *Shard {
 func textFrame(s string) *frame.Frame {
 	f := frame.New(len(s))
 	f.AppendBytes([]byte(s))
-	return f.Seal(frame.OpText)
+	return f.Seal(frame.OpText).SetMessage()
 }
 
 // waitFor polls cond until it holds, failing after a generous deadline; it waits
 // for asynchronous effects, it does not measure speed.
 func waitFor(tb testing.TB, what string, cond func() bool) {
 	tb.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
 			tb.Fatalf("timed out waiting for %s", what)
@@ -195,7 +195,7 @@ func TestRegisterIsVisibleWhenItReturns(t *testing.T) {
 		if got := s.Lookup(c.ID()); got != c {
 			t.Fatalf("Lookup(%s) right after Register = %v", c.ID(), got)
 		}
-		s.Deliver(Delivery{Target: ToConn, Key: c.ID(), Frame: textFrame("hi")})
+		s.SendTo(c.ID(), textFrame("hi"))
 		waitFor(t, "private delivery", func() bool { return len(rec.texts(t)) == 1 })
 	}
 	if got := s.Counters().Conns; got != 200 {
@@ -232,7 +232,7 @@ func TestBroadcastBatchesReachEveryConnInOrder(t *testing.T) {
 	for i := range n {
 		frames[i] = textFrame(fmt.Sprintf("msg-%03d", i))
 		frames[i].Retain(1) // keep one reference to check that the shard releases its own
-		s.Deliver(Delivery{Target: ToAll, Frame: frames[i]})
+		s.Broadcast(frames[i])
 	}
 	for i, r := range recs {
 		waitFor(t, fmt.Sprintf("conn %d to get %d frames", i, n), func() bool { return len(r.texts(t)) == n })
@@ -250,8 +250,8 @@ func TestBroadcastBatchesReachEveryConnInOrder(t *testing.T) {
 			t.Fatalf("frame %d holds %d references after delivery, want only the test's 1", i, refs)
 		}
 	}
-	if got := s.Counters().Deliveries; got != int64(n*len(recs)) {
-		t.Fatalf("Deliveries = %d, want %d", got, n*len(recs))
+	if got := s.Counters().Written; got != int64(n*len(recs)) {
+		t.Fatalf("Written = %d, want %d", got, n*len(recs))
 	}
 }
 
@@ -286,9 +286,9 @@ func TestChannelsAndOnChannelHook(t *testing.T) {
 	if ok, _ := s.Subscribe(ca, "news"); ok {
 		t.Fatal("second Subscribe to the same channel reported a new subscription")
 	}
-	s.Deliver(Delivery{Target: ToChannel, Key: "news", Frame: textFrame("n1")})
-	s.Deliver(Delivery{Target: ToChannel, Key: "sport", Frame: textFrame("s1")})
-	s.Deliver(Delivery{Target: ToChannel, Key: "nobody", Frame: textFrame("x")})
+	s.Publish("news", "", textFrame("n1"))
+	s.Publish("sport", "", textFrame("s1"))
+	s.Publish("nobody", "", textFrame("x"))
 	waitFor(t, "b to get both", func() bool { return len(b.texts(t)) == 2 })
 	waitFor(t, "a to get news", func() bool { return len(a.texts(t)) == 1 })
 	if got := c.texts(t); len(got) != 0 {
@@ -335,7 +335,7 @@ func TestSlowConsumerEvictedOthersGetEverything(t *testing.T) {
 	}
 	const n = 100
 	for i := range n {
-		s.Deliver(Delivery{Target: ToAll, Frame: textFrame(fmt.Sprintf("m%d", i))})
+		s.Broadcast(textFrame(fmt.Sprintf("m%d", i)))
 	}
 	for i, r := range fast {
 		waitFor(t, fmt.Sprintf("fast conn %d", i), func() bool { return len(r.texts(t)) == n })
@@ -363,7 +363,7 @@ func TestByteLimitEvicts(t *testing.T) {
 	}
 	big := string(make([]byte, 400))
 	for range 4 {
-		s.Deliver(Delivery{Target: ToAll, Frame: textFrame(big)})
+		s.Broadcast(textFrame(big))
 	}
 	waitFor(t, "eviction on bytes", func() bool { return s.Counters().Forced == 1 })
 }
@@ -485,10 +485,10 @@ func TestDeliverAfterStopReleasesFrame(t *testing.T) {
 	<-s.Done()
 	f := textFrame("late")
 	f.Retain(1)
-	// Fill the inbox, then a blocking Deliver must give up on a stopped shard.
-	s.TryDeliver(Delivery{Target: ToAll, Frame: textFrame("fill")})
-	if s.Deliver(Delivery{Target: ToAll, Frame: f}) {
-		t.Skip("inbox had room; nothing to check")
+	// Fill the inbox, then a blocking post must give up on a stopped shard.
+	s.tryPost(cmd{kind: cmdBroadcast, frame: textFrame("fill")})
+	if s.Broadcast(f) {
+		t.Fatal("Broadcast on a stopped shard reported success")
 	}
 	if got := f.Refs(); got != 1 {
 		t.Fatalf("refs = %d, want 1: a refused delivery must release its reference", got)
@@ -510,16 +510,14 @@ func TestMixedBatchKeepsPerConnOrder(t *testing.T) {
 	for i := range 200 {
 		msg := fmt.Sprintf("%d", i)
 		want = append(want, msg)
-		d := Delivery{Frame: textFrame(msg)}
-		switch i % 3 {
+		switch f := textFrame(msg); i % 3 {
 		case 0:
-			d.Target = ToAll
+			s.Broadcast(f)
 		case 1:
-			d.Target, d.Key = ToChannel, "ch"
+			s.Publish("ch", "", f)
 		case 2:
-			d.Target, d.Key = ToConn, "c"
+			s.SendTo("c", f)
 		}
-		s.Deliver(d)
 	}
 	waitFor(t, "all 200", func() bool { return len(rec.texts(t)) == 200 })
 	for i, got := range rec.texts(t) {
@@ -559,7 +557,7 @@ func TestWriteErrorRemovesConn(t *testing.T) {
 	}
 	rec.Close() // the peer went away: the next write fails
 	rec.closes.Store(0)
-	s.Deliver(Delivery{Target: ToAll, Frame: textFrame("x")})
+	s.Broadcast(textFrame("x"))
 	waitFor(t, "failed conn removed", func() bool { return s.Counters().Conns == 0 })
 	if got := s.Counters().WriteErrors; got != 1 {
 		t.Fatalf("WriteErrors = %d, want 1", got)

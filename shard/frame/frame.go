@@ -52,6 +52,7 @@ type Frame struct {
 	start int          // index of the first header byte after Seal
 	refs  atomic.Int32 // references held; the frame returns to its pool at zero
 	class int8         // size class index, noPool or static when not pooled
+	msg   bool         // a message the ledger counts (SetMessage), not a protocol frame
 }
 
 const (
@@ -78,9 +79,22 @@ func New(payloadHint int) *Frame {
 	f.buf = f.buf[:MaxHeaderLen]
 	f.hdr = MaxHeaderLen
 	f.start = 0
+	f.msg = false
 	f.refs.Store(1)
 	return f
 }
+
+// SetMessage marks the frame as a message (a broadcast, publication or private
+// message) rather than a protocol frame (a reply, a pong, a close): the shards'
+// delivery ledger counts what becomes of every message frame. Call it before
+// sharing the frame.
+func (f *Frame) SetMessage() *Frame {
+	f.msg = true
+	return f
+}
+
+// IsMessage reports whether SetMessage was called.
+func (f *Frame) IsMessage() bool { return f.msg }
 
 // Payload returns the payload written so far; callers append to it and store the
 // result back with SetPayload. It lets encoders use append-style helpers without
