@@ -37,8 +37,8 @@ type Engine struct {
 	queue       chan outbound // the bounded broadcast queue, read by the coordinator
 	clientQueue chan outbound // client publications' own bounded queue (fanout.go)
 	ledger      ledger        // the message stage of the ledger
-	quit  chan struct{} // closed when the coordinator must stop
-	coord chan struct{} // closed when the coordinator has stopped
+	quit        chan struct{} // closed when the coordinator must stop
+	coord       chan struct{} // closed when the coordinator has stopped
 
 	chanMu sync.Mutex          // guards chans; held while calling Broker.Subscribe/Unsubscribe so their order matches.
 	chans  map[string][]uint64 // channel → bitset of shards with local subscribers

@@ -72,9 +72,9 @@ type BrokerLedger struct {
 	Handed    uint64                `json:"handed"`    // messages Publish/Broadcast accepted
 	Published uint64                `json:"published"` // messages the cluster transport took
 	Backlog   uint64                `json:"backlog"`   // messages waiting now (outage backlog and queues)
-	Dropped   map[DropReason]uint64 `json:"dropped"` // by reason
-	Received  uint64                `json:"received"` // messages from other instances handed to the engine
-	Lost      uint64                `json:"lost"`     // messages from other instances detected missing
+	Dropped   map[DropReason]uint64 `json:"dropped"`   // by reason
+	Received  uint64                `json:"received"`  // messages from other instances handed to the engine
+	Lost      uint64                `json:"lost"`      // messages from other instances detected missing
 }
 
 // LedgerBroker is implemented by brokers that keep a BrokerLedger; the engine

@@ -30,10 +30,10 @@ type Counters struct {
 
 // counters holds the atomics behind Counters.
 type counters struct {
-	conns, registered                                atomic.Int64
-	recipients, written, pending                     atomic.Int64
-	droppedSlow, droppedClosed, droppedShutdown      atomic.Int64
-	bytes, forced, writeErrors, batches              atomic.Int64
+	conns, registered                           atomic.Int64
+	recipients, written, pending                atomic.Int64
+	droppedSlow, droppedClosed, droppedShutdown atomic.Int64
+	bytes, forced, writeErrors, batches         atomic.Int64
 }
 
 // Counters returns the shard's counters; it does not wait for the shard goroutine.
