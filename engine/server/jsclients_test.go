@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -77,10 +78,16 @@ func startBrowser(tb testing.TB, browser, url string) {
 	if testing.Verbose() {
 		cmd.Stderr = os.Stderr
 	}
+	// Chromium runs as a family of processes: its own group, so that all of
+	// them end with the test, before its profile directory is removed.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		tb.Fatal(err)
 	}
-	tb.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	tb.Cleanup(func() {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		_ = cmd.Wait()
+	})
 }
 
 // startNode runs node with args (a script and its arguments) and hands each

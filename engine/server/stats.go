@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/shardhub/shardhub/engine"
@@ -93,6 +94,7 @@ type statsPublisher struct {
 	opts     Options
 	interval time.Duration
 	done     chan struct{} // closed when run returns
+	ticks    atomic.Int64  // intervals elapsed, published or not (tests watch it)
 
 	// The fields below are owned by the run goroutine.
 	prev        engine.Stats
@@ -131,6 +133,7 @@ func (p *statsPublisher) run() {
 		case <-p.e.Done():
 			return
 		case now := <-t.C:
+			p.ticks.Add(1)
 			if !p.listened() {
 				p.prevAt = time.Time{} // rates restart with the next listener
 				continue

@@ -102,12 +102,13 @@ function push(arr, v) {
 
 function render() {
   const t = totals();
-  $("t-conns").textContent = human(t.conns);
-  $("t-in").textContent = human(t.in);
-  $("t-out").textContent = human(t.out);
-  $("t-deliv").textContent = human(t.deliv);
-  $("t-bytes").textContent = bytes(t.bytes);
-  $("t-drops").textContent = human(t.drops);
+  const none = t.list.length === 0; // no stats (yet, or any more): show dashes, not zeros
+  $("t-conns").textContent = none ? "–" : human(t.conns);
+  $("t-in").textContent = none ? "–" : human(t.in);
+  $("t-out").textContent = none ? "–" : human(t.out);
+  $("t-deliv").textContent = none ? "–" : human(t.deliv);
+  $("t-bytes").textContent = none ? "–" : bytes(t.bytes);
+  $("t-drops").textContent = none ? "–" : human(t.drops);
   $("t-drops").classList.toggle("bad", t.drops > 0);
   $("instances").textContent = t.list.length || "–";
   renderBroker(t.list);
@@ -150,7 +151,7 @@ function renderShards() {
 /** The drop and eviction counters, summed over the live instances, and every number the ledger holds. */
 function renderDrops(list) {
   const rows = [
-    ["dropped: broadcast queue full", sum(list, (m) => m.dropped_broadcasts)],
+    ["dropped: queue full", sum(list, (m) => m.dropped_broadcasts)],
     ["evicted: slow consumers", sum(list, (m) => m.forced_disconnects)],
     ["write errors", sum(list, (m) => m.write_errors)],
     ["authorizer denials", sum(list, (m) => m.authorizer_denials)],
@@ -190,7 +191,7 @@ function renderCluster() {
   }
   const body = $("cluster").tBodies[0];
   body.replaceChildren(...[...rows.values()].sort((a, b) => a.id.localeCompare(b.id)).map((x) => {
-    const seen = x.seen === undefined ? "registry" : x.seen < 1500 ? "now" : `${Math.round(x.seen / 1000)} s ago`;
+    const seen = x.seen === undefined ? "registry" : x.seen < 2500 ? "now" : `${Math.round(x.seen / 1000)} s ago`;
     const tr = row([x.id, human(x.conns), human(x.out), human(x.deliv), seen], [false, true, true, true, false]);
     if (x.seen === undefined || x.seen >= staleAfter) tr.className = "stale";
     if (x.seen !== undefined) {
@@ -237,7 +238,7 @@ function prepare(canvas) {
 function niceMax(v) {
   if (v <= 0) return 1;
   const p = 10 ** Math.floor(Math.log10(v));
-  for (const m of [1, 2, 5, 10]) if (m * p >= v) return m * p;
+  for (const m of [1, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10]) if (m * p >= v) return m * p;
   return 10 * p;
 }
 
@@ -317,6 +318,25 @@ const log = (text, cls = "") => {
   el.scrollTop = el.scrollHeight;
 };
 
+/**
+ * Logs a message that arrived, up to a few lines a second: under a load test
+ * every connection gets hundreds of broadcasts a second, which would bury
+ * the panel's own lines. The rest is counted in one line a second.
+ */
+let incomingBudget = 0, incomingHidden = 0;
+function logIncoming(text) {
+  if (incomingBudget >= 3) {
+    incomingHidden++;
+    return;
+  }
+  incomingBudget++;
+  log(text.length > 160 ? text.slice(0, 160) + "…" : text);
+}
+setInterval(() => {
+  if (incomingHidden > 0) log(`(${incomingHidden} more messages in the last second not shown)`, "sys");
+  incomingBudget = incomingHidden = 0;
+}, 1000);
+
 /** The data field as JSON when it parses, else as a string. */
 function dataValue() {
   const raw = $("data").value;
@@ -341,8 +361,8 @@ hub.on("disconnected", ({ code, delay }) => {
   $("conn").textContent = "–";
   log(`disconnected (${code}); retrying in ${(delay / 1000).toFixed(1)} s`, "sys");
 });
-hub.on("private", (data, m) => log(`← private${m.from ? " from " + m.from : ""}: ${JSON.stringify(data)}`));
-hub.on("broadcast", (data) => log(`← broadcast: ${JSON.stringify(data)}`));
+hub.on("private", (data, m) => logIncoming(`← private${m.from ? " from " + m.from : ""}: ${JSON.stringify(data)}`));
+hub.on("broadcast", (data) => logIncoming(`← broadcast: ${JSON.stringify(data)}`));
 hub.on("resync", (channel) => log(`${channel}: history lost, resync needed`, "err"));
 hub.on("error", (err) => log(`error: ${err.code}: ${err.reason}`, "err"));
 
@@ -362,7 +382,7 @@ async function act(label, fn) {
 $("subscribe").addEventListener("click", () => {
   const ch = $("channel").value.trim();
   act(`subscribe ${ch}`, () => hub.subscribe(ch, (data, m) => {
-    log(`← ${m.channel}${m.offset ? " @" + m.offset : ""}: ${JSON.stringify(data)}`);
+    logIncoming(`← ${m.channel}${m.offset ? " @" + m.offset : ""}: ${JSON.stringify(data)}`);
   }));
 });
 $("unsubscribe").addEventListener("click", () => {
