@@ -165,11 +165,21 @@ func TestWebAssets(t *testing.T) {
 			}
 		})
 	}
-	resp, err := http.Get("http://" + addr + "/")
+	resp, err := http.Get("http://" + addr + "/shardhub.js")
 	if err != nil {
 		t.Fatal(err)
 	}
 	readAll(t, resp)
+	if got := resp.Header.Get("Access-Control-Allow-Origin"); got != "*" {
+		t.Errorf("shardhub.js Access-Control-Allow-Origin %q: pages on other origins cannot import it", got)
+	}
+	if resp, err = http.Get("http://" + addr + "/"); err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, resp)
+	if resp.Header.Get("Access-Control-Allow-Origin") != "" {
+		t.Error("the dashboard is readable cross-origin")
+	}
 	csp := resp.Header.Get("Content-Security-Policy")
 	if !strings.Contains(csp, "default-src 'self'") || !strings.Contains(csp, "ws://"+addr) {
 		t.Errorf("dashboard CSP %q: want default-src 'self' and this host's ws://", csp)

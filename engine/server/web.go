@@ -22,6 +22,8 @@ type asset struct {
 	body        []byte
 	contentType string
 	etag        string
+	page        bool // an HTML page: served with a Content-Security-Policy
+	public      bool // importable by pages on any origin (CORS)
 }
 
 func loadAsset(name, contentType string) asset {
@@ -38,11 +40,16 @@ func loadAsset(name, contentType string) asset {
 func ShardhubJS() []byte { return bytes.Clone(shardhubJS.body) }
 
 var (
-	dashboardHTML = loadAsset("index.html", "text/html; charset=utf-8")
+	dashboardHTML = withFlags(loadAsset("index.html", "text/html; charset=utf-8"), true, false)
 	dashboardJS   = loadAsset("dashboard.js", "text/javascript; charset=utf-8")
 	dashboardCSS  = loadAsset("dashboard.css", "text/css; charset=utf-8")
-	shardhubJS    = loadAsset("shardhub.js", "text/javascript; charset=utf-8")
+	shardhubJS    = withFlags(loadAsset("shardhub.js", "text/javascript; charset=utf-8"), false, true)
 )
+
+func withFlags(a asset, page, public bool) asset {
+	a.page, a.public = page, public
+	return a
+}
 
 // serve answers GET (and HEAD) for the asset.
 func (a asset) serve(w http.ResponseWriter, r *http.Request) {
@@ -51,7 +58,7 @@ func (a asset) serve(w http.ResponseWriter, r *http.Request) {
 	h.Set("ETag", a.etag)
 	h.Set("Cache-Control", "no-cache") // revalidate: a new server version may bring new files
 	h.Set("X-Content-Type-Options", "nosniff")
-	if a.contentType == dashboardHTML.contentType {
+	if a.page {
 		// The page loads its own script and style only, and talks to this
 		// host's WebSocket endpoint only.
 		connect := "'self'"
@@ -61,6 +68,12 @@ func (a asset) serve(w http.ResponseWriter, r *http.Request) {
 		h.Set("Content-Security-Policy", "default-src 'self'; connect-src "+connect+
 			"; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'self'")
 		h.Set("Referrer-Policy", "no-referrer")
+	}
+	if a.public {
+		// A public library: pages on other origins may import it (module
+		// scripts are fetched with CORS). Connecting is still subject to the
+		// WebSocket origin check.
+		h.Set("Access-Control-Allow-Origin", "*")
 	}
 	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(a.body))
 }
