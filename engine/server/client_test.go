@@ -2,7 +2,6 @@ package server_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -10,7 +9,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
@@ -45,39 +43,9 @@ func TestClientJSNode(t *testing.T) {
 	addr := startEngine(t, e, server.Options{Logger: quietLogger()}, nil)
 	lib := fetchClientLib(t, addr)
 
-	var (
-		mu    sync.Mutex // guards steps and fail, written by the reading goroutine
-		steps = map[string]map[string]any{}
-		fail  string
-		once  sync.Once
-		done  = make(chan struct{})
-	)
-	startNode(t, node, func(line []byte) {
-		mu.Lock()
-		defer mu.Unlock()
-		var m map[string]any
-		if err := json.Unmarshal(line, &m); err != nil {
-			fail = fmt.Sprintf("node printed %q", line)
-		} else if f, ok := m["fail"]; ok {
-			fail = fmt.Sprint(f)
-		} else {
-			step, _ := m["step"].(string)
-			steps[step] = m
-			if step != "done" {
-				return
-			}
-		}
-		once.Do(func() { close(done) })
-	}, filepath.Join("testdata", "interop", "clientlib.mjs"), lib, "ws://"+addr+"/ws")
-	select {
-	case <-done:
-	case <-time.After(waitLong):
-		t.Fatalf("node reported no end within %v", waitLong)
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	if fail != "" {
-		t.Fatalf("node client failed: %s (steps so far: %v)", fail, steps)
+	steps := runNodeSteps(t, node, nil, filepath.Join("testdata", "interop", "clientlib.mjs"), lib, "ws://"+addr+"/ws")
+	if _, ok := steps["done"]; !ok {
+		t.Fatalf("node ended before its last step; steps: %v", steps)
 	}
 	check := func(step, path, want string) {
 		t.Helper()
@@ -194,11 +162,7 @@ func TestClientJSHistoryRecovery(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = pub.Shutdown(ctx)
-	})
+	shutdownOnCleanup(t, pub)
 	c := startChild(t, red.URL(), "s1")
 	const total = 400
 	r, who := runJSClients(t, c, "history", total)

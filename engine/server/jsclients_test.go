@@ -2,6 +2,8 @@ package server_test
 
 import (
 	"bufio"
+	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -15,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/shardhub/shardhub/engine"
 )
 
 // Helpers for the tests that run shardhub.js in Node and in headless Chromium
@@ -91,8 +95,9 @@ func startBrowser(tb testing.TB, browser, url string) {
 }
 
 // startNode runs node with args (a script and its arguments) and hands each
-// line it prints to lines, until the test ends.
-func startNode(tb testing.TB, node string, lines func([]byte), args ...string) {
+// line it prints to lines, until the test ends. The channel it returns is
+// closed when node's output ends.
+func startNode(tb testing.TB, node string, lines func([]byte), args ...string) <-chan struct{} {
 	tb.Helper()
 	cmd := exec.Command(node, args...)
 	stdout, err := cmd.StdoutPipe()
@@ -113,6 +118,55 @@ func startNode(tb testing.TB, node string, lines func([]byte), args ...string) {
 		}
 	}()
 	tb.Cleanup(func() { _ = cmd.Process.Kill(); <-done; _ = cmd.Wait() })
+	return done
+}
+
+// runNodeSteps runs a node script that prints one JSON object a line, each
+// with a "step" name or a "fail" reason, until its output ends or a step
+// "done". It calls onStep (when not nil) for each step, on the test's
+// goroutine, and returns the steps by name.
+func runNodeSteps(tb testing.TB, node string, onStep func(step string), args ...string) map[string]map[string]any {
+	tb.Helper()
+	lines := make(chan []byte, 64)
+	ended := startNode(tb, node, func(b []byte) { lines <- bytes.Clone(b) }, args...)
+	steps := map[string]map[string]any{}
+	deadline := time.After(waitLong)
+	for {
+		select {
+		case b := <-lines:
+			var m map[string]any
+			if err := json.Unmarshal(b, &m); err != nil {
+				tb.Fatalf("node printed %q", b)
+			}
+			if f, ok := m["fail"]; ok {
+				tb.Fatalf("node client failed: %v (steps so far: %v)", f, steps)
+			}
+			step, _ := m["step"].(string)
+			steps[step] = m
+			if onStep != nil {
+				onStep(step)
+			}
+			if step == "done" {
+				return steps
+			}
+		case <-ended:
+			if len(lines) > 0 {
+				continue // read what it printed last
+			}
+			return steps
+		case <-deadline:
+			tb.Fatalf("node did not finish within %v; steps: %v", waitLong, steps)
+		}
+	}
+}
+
+// shutdownOnCleanup shuts e down when the test ends.
+func shutdownOnCleanup(tb testing.TB, e *engine.Engine) {
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = e.Shutdown(ctx)
+	})
 }
 
 // fetchClientLib saves the shardhub.js served at addr as an .mjs file (so Node

@@ -20,11 +20,7 @@ func newEngine(tb testing.TB, cfg engine.Config) *engine.Engine {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	tb.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = e.Shutdown(ctx)
-	})
+	shutdownOnCleanup(tb, e)
 	return e
 }
 
