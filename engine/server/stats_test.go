@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/shardhub/shardhub/engine"
+	"github.com/shardhub/shardhub/engine/redisbroker/redistest"
 	"github.com/shardhub/shardhub/engine/server"
 )
 
@@ -190,4 +191,31 @@ func readAll(tb testing.TB, resp *http.Response) string {
 		tb.Fatal(err)
 	}
 	return b.String()
+}
+
+// TestStatsPublisherRedisCluster: with the Redis broker every instance's
+// stats reach the subscribers of every instance, so one dashboard shows the
+// whole cluster.
+func TestStatsPublisherRedisCluster(t *testing.T) {
+	t.Parallel()
+	red := redistest.Start(t)
+	var addrs []string
+	for _, id := range []string{"node-a", "node-b"} {
+		e, opts, err := newBrokeredEngine(red.URL(), id, quietLogger())
+		if err != nil {
+			t.Fatal(err)
+		}
+		opts.StatsInterval = 100 * time.Millisecond
+		addrs = append(addrs, startEngine(t, e, opts, nil))
+	}
+	c := dialWS(t, addrs[0])
+	c.subscribe(server.StatsChannel)
+	dialWS(t, addrs[1])
+	m := c.stats(func(m statsMsg) bool { return m.Instance == "node-b" && m.Connections == 1 })
+	if m.Broker.Mode != "cluster" || m.Broker.State != "up" || m.Broker.Detail["redis"] != "up" {
+		t.Fatalf("node-b's broker %+v: want cluster, up, redis up", m.Broker)
+	}
+	c.stats(func(m statsMsg) bool {
+		return m.Instance == "node-a" && strings.Contains(fmt.Sprint(m.Cluster), "node-a") && strings.Contains(fmt.Sprint(m.Cluster), "node-b")
+	})
 }
