@@ -45,9 +45,17 @@ type StatsMessage struct {
 	// Broker says whether this instance is a single node or part of a
 	// cluster, and the broker's health.
 	Broker BrokerState `json:"broker"`
-	// Cluster is the instance list from Options.Cluster (refreshed every few
-	// seconds), absent on a single node.
-	Cluster any `json:"cluster,omitempty"`
+	// Cluster lists the cluster's live instances from Options.Cluster
+	// (refreshed every few seconds); absent on a single node.
+	Cluster []ClusterInstance `json:"cluster,omitempty"`
+}
+
+// ClusterInstance is one instance in StatsMessage.Cluster: its id and
+// connection count only. The registry knows host names and process ids too,
+// but the stats channel reaches every client allowed to subscribe to it.
+type ClusterInstance struct {
+	ID          string `json:"id"`
+	Connections int64  `json:"connections"`
 }
 
 // Rates are the per-second rates of a StatsMessage, computed from the engine's
@@ -99,7 +107,7 @@ type statsPublisher struct {
 	// The fields below are owned by the run goroutine.
 	prev        engine.Stats
 	prevAt      time.Time
-	cluster     any
+	cluster     []ClusterInstance
 	clusterAt   time.Time
 	lastErrLogs time.Time
 }
@@ -217,15 +225,35 @@ func (p *statsPublisher) snapshot(now time.Time) StatsMessage {
 			ctx, cancel := context.WithTimeout(context.Background(), p.interval)
 			v, err := p.opts.Cluster(ctx)
 			cancel()
+			p.cluster = nil // unknown rather than stale
+			if err == nil {
+				p.cluster, err = clusterInstances(v)
+			}
 			if err != nil {
-				v = nil // unknown rather than stale
 				p.opts.Logger.Debug("shardhub: listing cluster instances for stats", "err", err)
 			}
-			p.cluster = v
 		}
 		m.Cluster = p.cluster
 	}
 	return m
+}
+
+// clusterInstances reads the instance list out of what Options.Cluster
+// returns: a JSON object with an "instances" array of objects with "id" and
+// "connections" (as redisbroker.Broker.Cluster and the single-node
+// /api/cluster answer), keeping those two fields only.
+func clusterInstances(v any) ([]ClusterInstance, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	var c struct {
+		Instances []ClusterInstance `json:"instances"`
+	}
+	if err := json.Unmarshal(b, &c); err != nil {
+		return nil, err
+	}
+	return c.Instances, nil
 }
 
 // rates computes the per-second rates between two snapshots secs apart.

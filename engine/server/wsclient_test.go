@@ -122,5 +122,5 @@ type statsMsg struct {
 		State  string         `json:"state"`
 		Detail map[string]any `json:"detail"`
 	} `json:"broker"`
-	Cluster map[string]any `json:"cluster"`
+	Cluster []map[string]any `json:"cluster"`
 }

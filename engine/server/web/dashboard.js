@@ -186,7 +186,7 @@ function renderCluster() {
   }
   // Instances the registry lists that publish no stats here (yet).
   for (const x of instances.values()) {
-    const list = x.m.cluster && Array.isArray(x.m.cluster.instances) ? x.m.cluster.instances : [];
+    const list = Array.isArray(x.m.cluster) ? x.m.cluster : [];
     for (const i of list) if (!rows.has(i.id)) rows.set(i.id, { id: i.id, conns: i.connections });
   }
   const body = $("cluster").tBodies[0];
