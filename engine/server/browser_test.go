@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"testing"
 	"time"
 
@@ -20,10 +19,8 @@ import (
 // SHARDHUB_REQUIRE_BROWSER=1, as in CI).
 func findBrowser(tb testing.TB) string {
 	tb.Helper()
-	for _, name := range []string{"chromium", "chromium-browser", "google-chrome", "google-chrome-stable"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
+	if p := lookBrowser(); p != "" {
+		return p
 	}
 	if os.Getenv("SHARDHUB_REQUIRE_BROWSER") == "1" {
 		tb.Fatal("SHARDHUB_REQUIRE_BROWSER=1 but no chromium on PATH")
@@ -75,15 +72,7 @@ func TestBrowserClient(t *testing.T) {
 		_ = e.Shutdown(ctx)
 	}()
 
-	cmd := exec.Command(browser, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-		"--no-first-run", "--user-data-dir="+t.TempDir(), "http://"+ln.Addr().String()+"/session")
-	if testing.Verbose() {
-		cmd.Stderr = os.Stderr
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	startBrowser(t, browser, "http://"+ln.Addr().String()+"/session")
 
 	var raw []byte
 	select {

@@ -1,19 +1,11 @@
 package server_test
 
 import (
-	"bufio"
-	"context"
 	"encoding/json"
-	"io"
-	"log/slog"
-	"net"
-	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/shardhub/shardhub/engine"
 	"github.com/shardhub/shardhub/engine/server"
@@ -22,13 +14,7 @@ import (
 // requireInterop skips when the Node client is not installed, unless CI demands it.
 func requireInterop(tb testing.TB) string {
 	tb.Helper()
-	node, err := exec.LookPath("node")
-	missing := ""
-	if err != nil {
-		missing = "node is not on PATH"
-	} else if _, err := os.Stat("testdata/interop/node_modules/ws"); err != nil {
-		missing = "the ws package is not installed (run `make interop-deps`)"
-	}
+	node, missing := lookNode()
 	if missing == "" {
 		return node
 	}
@@ -41,24 +27,8 @@ func requireInterop(tb testing.TB) string {
 
 func startServer(tb testing.TB, cfg engine.Config, opts server.Options) (*engine.Engine, string) {
 	tb.Helper()
-	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	e, err := engine.New(cfg)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	srv := &http.Server{Handler: server.Handler(e, opts)}
-	go func() { _ = srv.Serve(ln) }()
-	tb.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-		_ = e.Shutdown(ctx)
-	})
-	return e, ln.Addr().String()
+	e := newEngine(tb, cfg)
+	return e, startEngine(tb, e, opts, nil)
 }
 
 // TestNodeWSClient drives the server with the npm "ws" library: connect,
@@ -67,38 +37,13 @@ func startServer(tb testing.TB, cfg engine.Config, opts server.Options) (*engine
 func TestNodeWSClient(t *testing.T) {
 	node := requireInterop(t)
 	e, addr := startServer(t, engine.Config{}, server.Options{})
-	cmd := exec.Command(node, filepath.Join("testdata", "interop", "client.js"), "ws://"+addr+"/ws")
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
-
-	steps := map[string]map[string]any{}
-	sc := bufio.NewScanner(stdout)
-	for sc.Scan() {
-		var line map[string]any
-		if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
-			t.Fatalf("node printed %q", sc.Text())
-		}
-		if f, ok := line["fail"]; ok {
-			t.Fatalf("node client failed: %v (steps so far: %v)", f, steps)
-		}
-		step, _ := line["step"].(string)
-		steps[step] = line
-		if step == "ready" {
+	steps := runNodeSteps(t, node, func(step string) {
+		if step == "ready" { // the script waits for this publication next
 			if err := e.Publish("interop", []byte(`{"from":"go"}`)); err != nil {
-				t.Fatal(err)
+				t.Error(err)
 			}
 		}
-	}
-	if err := cmd.Wait(); err != nil {
-		t.Fatalf("node exited: %v; steps: %v", err, steps)
-	}
+	}, filepath.Join("testdata", "interop", "client.js"), "ws://"+addr+"/ws")
 	check := func(step, path, want string) {
 		t.Helper()
 		checkPath(t, step, steps[step], path, want)

@@ -1,13 +1,12 @@
 // Package server is the HTTP face of an engine, as the bundled `shardhub serve`
 // exposes it: the WebSocket endpoint, a publish API for backends, health, stats
-// and Prometheus metrics, and a small demo page. Embedders can mount Handler as is
-// or pick the parts they need.
+// and Prometheus metrics, a live dashboard and the JavaScript client.
+// Embedders can mount Handler as is or pick the parts they need.
 package server
 
 import (
 	"context"
 	"crypto/subtle"
-	_ "embed"
 	"encoding/json"
 	"errors"
 	"io"
@@ -19,6 +18,7 @@ import (
 	"runtime/metrics"
 	"strconv"
 	"strings"
+	"time"
 
 	vm "github.com/VictoriaMetrics/metrics"
 
@@ -41,6 +41,10 @@ type Options struct {
 	// JSON value; redisbroker.Broker.Cluster fits). Nil means a single node:
 	// the route lists this instance alone.
 	Cluster func(ctx context.Context) (any, error)
+	// StatsInterval is the period of the stats publisher, which publishes a
+	// StatsMessage on StatsChannel for the dashboard. Zero means
+	// DefaultStatsInterval (one second); negative disables it.
+	StatsInterval time.Duration
 }
 
 // Handler returns the bundled server's routes for e:
@@ -53,7 +57,11 @@ type Options struct {
 //	POST /api/broadcast           body = data for every connection
 //	POST /api/publish?channel=C   body = data for the subscribers of C
 //	POST /api/send?conn=ID        body = private message for one connection
-//	GET  /                        demo page
+//	GET  /                        the dashboard (fed by StatsChannel) with a try-it panel
+//	GET  /shardhub.js             the JavaScript client (docs/client.md)
+//
+// It also starts the engine's stats publisher (Options.StatsInterval), which
+// stops when the engine has shut down.
 func Handler(e *engine.Engine, opts Options) http.Handler {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -68,7 +76,8 @@ func Handler(e *engine.Engine, opts Options) http.Handler {
 	mux.HandleFunc("POST /api/broadcast", s.auth(s.broadcast))
 	mux.HandleFunc("POST /api/publish", s.auth(s.publish))
 	mux.HandleFunc("POST /api/send", s.auth(s.send))
-	mux.HandleFunc("GET /{$}", s.demo)
+	mountWeb(mux)
+	startStatsPublisher(e, opts)
 	if opts.Pprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
@@ -299,12 +308,4 @@ func (s *api) cluster(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, v)
-}
-
-//go:embed demo.html
-var demoPage []byte
-
-func (s *api) demo(w http.ResponseWriter, _ *http.Request) {
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	_, _ = w.Write(demoPage)
 }

@@ -40,8 +40,8 @@ func TestHealthMetricsDemo(t *testing.T) {
 			t.Fatalf("/metrics lacks %q:\n%s", want, body)
 		}
 	}
-	if code, body = get(t, base+"/"); code != 200 || !strings.Contains(body, "new WebSocket") {
-		t.Fatalf("demo page = %d", code)
+	if code, body = get(t, base+"/"); code != 200 || !strings.Contains(body, `src="/dashboard.js"`) {
+		t.Fatalf("dashboard page = %d", code)
 	}
 	if code, _ = get(t, base+"/debug/pprof/"); code != http.StatusNotFound {
 		t.Fatalf("pprof is on by default: %d", code)
