@@ -152,7 +152,7 @@ type jsonRequest struct {
 func (JSONCodec) Decode(msg []byte, req *Request) error {
 	var jr jsonRequest
 	if err := json.Unmarshal(msg, &jr); err != nil {
-		return &CodecError{Code: CodeBadJSON, Reason: "message is not a JSON object: " + trimJSONError(err)}
+		return &CodecError{Code: CodeBadJSON, Reason: jsonErrorReason(err)}
 	}
 	req.ID = jr.ID
 	if len(req.ID) > 0 && req.ID[0] != '"' && (req.ID[0] < '0' || req.ID[0] > '9') && req.ID[0] != '-' {
@@ -199,8 +199,23 @@ func (JSONCodec) Decode(msg []byte, req *Request) error {
 	return nil
 }
 
-func trimJSONError(err error) string {
-	return truncate(err.Error(), 120)
+// jsonErrorReason says what is wrong with a message in the protocol's terms:
+// encoding/json's own texts name Go types, which are none of the client's
+// business.
+func jsonErrorReason(err error) string {
+	var syn *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syn):
+		return fmt.Sprintf("invalid JSON at byte %d", syn.Offset)
+	case errors.As(err, &typ) && typ.Field != "":
+		// Only string fields can have the wrong type: id and data take any
+		// JSON value.
+		return fmt.Sprintf("%q must be a string", truncate(typ.Field, 64))
+	case errors.As(err, &typ):
+		return "message is not a JSON object"
+	}
+	return "invalid JSON"
 }
 
 func truncate(s string, n int) string {
@@ -294,9 +309,17 @@ func (JSONCodec) Opcode() frame.Opcode { return frame.OpText }
 
 // AppendJSONValue appends data verbatim when it is one valid JSON value, and as a
 // JSON string otherwise (so plain text published over HTTP stays valid JSON).
+//
+// Invalid UTF-8 never reaches the output (it is sent in text frames, which a
+// browser must close with 1007 otherwise): inside a valid JSON value it can
+// only sit in a string, where each invalid sequence becomes U+FFFD; in plain
+// data appendJSONString replaces it the same way.
 func AppendJSONValue(dst, data []byte) []byte {
 	if t := bytes.TrimSpace(data); len(t) > 0 && json.Valid(t) {
-		return append(dst, t...)
+		if utf8.Valid(t) {
+			return append(dst, t...)
+		}
+		return append(dst, bytes.ToValidUTF8(t, []byte("\ufffd"))...)
 	}
 	return appendJSONString(dst, string(data))
 }

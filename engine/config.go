@@ -123,8 +123,15 @@ type Config struct {
 	// 401 and no connection is made. The returned user id is available to the
 	// Authorizer and hooks. Nil accepts everyone anonymously.
 	Authenticate func(r *http.Request) (userID string, err error)
-	// Authorizer decides each subscribe, publish and send. Nil allows all.
+	// Authorizer decides each subscribe, publish and send. Nil allows
+	// subscribe and publish (except publishing to a system channel, see
+	// IsSystemChannel) and refuses client-to-client send unless
+	// AllowClientSend is set.
 	Authorizer Authorizer
+	// AllowClientSend lets clients send private messages to other connections
+	// by id when there is no Authorizer (an Authorizer decides for itself).
+	// Off by default: the engine does not know which clients may talk to which.
+	AllowClientSend bool
 	// Hooks are called on connection events. Nil fields are skipped.
 	Hooks Hooks
 

@@ -212,6 +212,10 @@ func (c *Conn) handlePublish(req *Request) {
 		c.fail(req.ID, CodeBadChannel, "invalid channel name")
 		return
 	}
+	if IsSystemChannel(req.Channel) {
+		c.fail(req.ID, CodeForbidden, "channels starting with $ are published by the server only")
+		return
+	}
 	if !c.authorize(AuthRequest{Action: ActionPublish, Conn: c, Channel: req.Channel}, req.ID) {
 		return
 	}
@@ -225,10 +229,16 @@ func (c *Conn) handlePublish(req *Request) {
 }
 
 func (c *Conn) handleSend(req *Request) {
+	e := c.e
+	if !e.cfg.AllowClientSend && e.cfg.Authorizer == nil {
+		// No lookup at all: a refused send tells nothing about the target.
+		c.fail(req.ID, CodeForbidden, "client-to-client send is disabled on this server")
+		return
+	}
 	ctx := context.Background()
 	// Resolve first, so the Authorizer judges the connection that would really
 	// get the message.
-	target, err := c.e.resolve(ctx, req.To)
+	target, err := e.resolve(ctx, req.To)
 	if err != nil {
 		c.failFromError(req.ID, err)
 		return

@@ -3,10 +3,11 @@ package engine
 import (
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/lxzan/gws"
 
 	"github.com/shardhub/shardhub/shard"
+	"github.com/shardhub/shardhub/shard/frame"
 	"github.com/shardhub/shardhub/shard/transport"
 )
 
@@ -30,9 +32,11 @@ type Engine struct {
 	upgrader *gws.Upgrader
 	metrics  *engineMetrics
 	idPrefix string
-	idSeq    atomic.Uint64
 	limits   inboundLimits // per-connection inbound limits, from cfg
-	logs     logLimiter    // rate limit of client-caused log lines
+	// checkText is set when the codec is not JSONCodec and sends text frames:
+	// its payloads are checked for valid UTF-8 (encode).
+	checkText bool
+	logs      logLimiter // rate limit of client-caused log lines
 
 	queue       chan outbound // the bounded broadcast queue, read by the coordinator
 	clientQueue chan outbound // client publications' own bounded queue (fanout.go)
@@ -89,6 +93,8 @@ func New(cfg Config) (*Engine, error) {
 	}
 	e.cfg.InstanceID = e.idPrefix
 	e.limits = newInboundLimits(&e.cfg)
+	_, isJSON := e.codec.(JSONCodec)
+	e.checkText = !isJSON && e.codec.Opcode() == frame.OpText
 	e.metrics = newEngineMetrics(e, cfg.Metrics)
 	ping, idle := cfg.PingInterval, cfg.PongWait
 	if ping < 0 {
@@ -143,14 +149,16 @@ func (e *Engine) ShardOf(id string) int {
 
 func (e *Engine) shardFor(id string) *shard.Shard { return e.shards[e.ShardOf(id)] }
 
-// newConnID returns a connection id unique in the cluster: the instance id and a
-// per-instance sequence number.
+// newConnID returns a connection id unique in the cluster and unguessable:
+// the instance id and 96 random bits. A connection id is what a client needs to
+// send to another (when sends are allowed), so it must not be enumerable.
 func (e *Engine) newConnID() string {
-	n := e.idSeq.Add(1)
-	b := make([]byte, 0, len(e.idPrefix)+14)
+	var r [12]byte
+	_, _ = rand.Read(r[:]) // never fails (crypto/rand)
+	b := make([]byte, 0, len(e.idPrefix)+1+16)
 	b = append(b, e.idPrefix...)
 	b = append(b, '-')
-	b = strconv.AppendUint(b, n, 36)
+	b = base64.RawURLEncoding.AppendEncode(b, r[:])
 	return string(b)
 }
 
@@ -326,3 +334,8 @@ func (e *Engine) stop() {
 		e.cfg.Logger.Warn("shardhub: closing broker", "err", err)
 	}
 }
+
+// IsSystemChannel reports whether channel is reserved for the server
+// ("$sys.stats" and every other name starting with "$"): clients may subscribe
+// to such channels but never publish to them.
+func IsSystemChannel(channel string) bool { return strings.HasPrefix(channel, "$") }

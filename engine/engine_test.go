@@ -66,7 +66,18 @@ func TestSubscribePublishAck(t *testing.T) {
 
 func TestPrivateSendBetweenClients(t *testing.T) {
 	t.Parallel()
-	ts := startServer(t, engine.Config{}, server.Options{})
+	// Off by default: refused the same way whether the target exists or not.
+	def := startServer(t, engine.Config{}, server.Options{})
+	x, y := dial(t, def, "", nil), dial(t, def, "", nil)
+	for i, to := range []string{y.id, "nobody-1"} {
+		x.send(map[string]any{"type": "send", "to": to, "data": "psst", "id": i})
+		if m := x.next("error"); m.Code != "forbidden" || m.Reason != "client-to-client send is disabled on this server" {
+			t.Fatalf("send with the default config: %+v", m)
+		}
+	}
+	y.none(100 * time.Millisecond)
+
+	ts := startServer(t, engine.Config{AllowClientSend: true}, server.Options{})
 	a, b := dial(t, ts, "", nil), dial(t, ts, "", nil)
 	a.send(map[string]any{"type": "send", "to": b.id, "data": "psst", "id": 1})
 	a.next("ack")
@@ -247,10 +258,24 @@ func TestBadInputGetsErrorFrames(t *testing.T) {
 		{"channel too long", `{"type":"subscribe","channel":"` + strings.Repeat("c", 300) + `"}`, "bad_channel"},
 		{"publish to bad channel", `{"type":"publish","channel":"\u0001","data":1}`, "bad_channel"},
 	}
+	tests = append(tests, []struct {
+		name string
+		in   string
+		code string
+	}{
+		{"channel of the wrong type", `{"type":"subscribe","channel":5}`, "bad_json"},
+		{"type of the wrong type", `{"type":[1]}`, "bad_json"},
+		{"array", `[1,2]`, "bad_json"},
+	}...)
 	for _, tt := range tests {
 		c.sendRaw([]byte(tt.in))
-		if m := c.next("error"); m.Code != tt.code || m.Reason == "" {
+		m := c.next("error")
+		if m.Code != tt.code || m.Reason == "" {
 			t.Errorf("%s: got %+v, want code %s", tt.name, m, tt.code)
+		}
+		// Reasons speak the protocol, not Go.
+		if strings.Contains(m.Reason, "Go ") || strings.Contains(m.Reason, "engine.") || strings.Contains(m.Reason, "json:") {
+			t.Errorf("%s: the reason leaks internals: %q", tt.name, m.Reason)
 		}
 	}
 	// The connection still works, and binary frames with JSON are accepted.
@@ -258,8 +283,8 @@ func TestBadInputGetsErrorFrames(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.next("subscribed")
-	if got := metric(t, ts.e, `shardhub_errors_total{kind="bad_json"}`); got != 3 {
-		t.Fatalf("bad_json errors = %v, want 3", got)
+	if got := metric(t, ts.e, `shardhub_errors_total{kind="bad_json"}`); got != 6 {
+		t.Fatalf("bad_json errors = %v, want 6", got)
 	}
 	if got := metric(t, ts.e, `shardhub_errors_total{kind="bad_channel"}`); got != 3 {
 		t.Fatalf("bad_channel errors = %v, want 3", got)

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"math/bits"
+	"unicode/utf8"
 
 	"github.com/shardhub/shardhub/shard/frame"
 )
@@ -36,10 +37,18 @@ type outbound struct {
 }
 
 // encode builds a sealed message frame: enc appends the codec's payload.
+//
+// Only valid UTF-8 goes out in a text frame: JSONCodec guarantees it (it
+// replaces invalid sequences); another codec's text payload is checked, and
+// sent in a binary frame when it is not valid.
 func (e *Engine) encode(sizeHint int, enc func([]byte) []byte) *frame.Frame {
 	f := frame.New(sizeHint)
 	f.SetPayload(enc(f.Payload()))
-	return f.Seal(e.codec.Opcode()).SetMessage()
+	op := e.codec.Opcode()
+	if op == frame.OpText && e.checkText && !utf8.Valid(f.Payload()) {
+		op = frame.OpBinary
+	}
+	return f.Seal(op).SetMessage()
 }
 
 // broadcastLocal delivers data to every connection of this instance.

@@ -2,15 +2,22 @@ package engine_test
 
 import (
 	"bytes"
+	"context"
+	"encoding/base64"
 	"encoding/binary"
+	"encoding/json"
 	"net/http"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
+
+	"github.com/lxzan/gws"
 
 	"github.com/shardhub/shardhub/engine"
 	"github.com/shardhub/shardhub/engine/server"
+	"github.com/shardhub/shardhub/shard/transport"
 )
 
 // crashFrame is the 14-byte frame that took gws v1.8.9 down: a masked text
@@ -283,4 +290,122 @@ func TestPanicsInHooksCloseOnlyThatConnection(t *testing.T) {
 			metric(t, ts.e, `shardhub_panics_total{where="on_connect"}`) == 1 &&
 			metric(t, ts.e, `shardhub_panics_total{where="on_disconnect"}`) >= 1
 	})
+}
+
+// TestConnectionIDsAreUnguessable: ids carry 96 random bits after the
+// instance id.
+func TestConnectionIDsAreUnguessable(t *testing.T) {
+	t.Parallel()
+	e, err := engine.New(engine.Config{Logger: quietLogger(), InstanceID: "node1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Shutdown(context.Background())
+	seen := map[string]bool{}
+	var sink transport.Sink
+	for range 2000 {
+		c, err := e.Attach("", &sink)
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := c.ID()
+		rest, ok := strings.CutPrefix(id, "node1-")
+		if !ok || len(rest) != 16 {
+			t.Fatalf("id %q: want node1-<16 base64url characters>", id)
+		}
+		if _, err := base64.RawURLEncoding.DecodeString(rest); err != nil {
+			t.Fatalf("id %q: %v", id, err)
+		}
+		if seen[rest] {
+			t.Fatalf("id %q repeated", id)
+		}
+		seen[rest] = true
+	}
+}
+
+// TestSystemChannelsAreServerOnly: clients may listen to $ channels, only the
+// server publishes there.
+func TestSystemChannelsAreServerOnly(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, engine.Config{}, server.Options{})
+	c := dial(t, ts, "", nil)
+	c.subscribe("$sys.custom")
+	c.send(map[string]any{"type": "publish", "channel": "$sys.custom", "data": "fake", "id": 1})
+	if m := c.next("error"); m.Code != "forbidden" {
+		t.Fatalf("client publish to a $ channel: %+v", m)
+	}
+	if err := ts.e.Publish("$sys.custom", []byte(`"real"`)); err != nil {
+		t.Fatal(err)
+	}
+	if m := c.next("message"); string(m.Data) != `"real"` {
+		t.Fatalf("got %+v", m)
+	}
+}
+
+// TestNothingInvalidInTextFrames: invalid UTF-8 that arrives where it may
+// (binary frames, the HTTP API, server-side Publish) never leaves in a text
+// frame.
+func TestNothingInvalidInTextFrames(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, engine.Config{}, server.Options{})
+	listener := rawDial(t, ts, nil)
+	if err := listener.write(rawFrame(0x1, []byte(`{"type":"subscribe","channel":"u"}`), true)); err != nil {
+		t.Fatal(err)
+	}
+	if f, err := listener.readFrame(); err != nil || !bytes.Contains(f.payload, []byte("subscribed")) {
+		t.Fatalf("%q %v", f.payload, err)
+	}
+	pub := dial(t, ts, "", nil)
+	inputs := [][]byte{
+		[]byte("{\"type\":\"publish\",\"channel\":\"u\",\"data\":\"bad \xff\xfe here\"}"),
+		[]byte("{\"type\":\"publish\",\"channel\":\"u\",\"data\":{\"k\xc0\":\"\xed\xa0\x80\"}}"),
+	}
+	for _, in := range inputs {
+		if err := pub.ws.WriteMessage(gws.OpcodeBinary, in); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if code, _ := post(t, ts.url("/api/publish?channel=u"), "", "plain \xff text"); code != http.StatusAccepted {
+		t.Fatalf("API publish: %d", code)
+	}
+	if err := ts.e.Publish("u", []byte("[\"\xf0\x28\x8c\xbc\"]")); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 4 {
+		f, err := listener.readFrame()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.op != 0x1 || !utf8.Valid(f.payload) || !json.Valid(f.payload) {
+			t.Fatalf("message %d: opcode %d, %q is not valid UTF-8 JSON", i, f.op, f.payload)
+		}
+		if !bytes.Contains(f.payload, []byte(`\ufffd`)) && !bytes.Contains(f.payload, []byte("\uFFFD")) {
+			t.Fatalf("message %d: %q: the invalid bytes should be U+FFFD", i, f.payload)
+		}
+	}
+}
+
+// rawCodec is an embedder's codec that relays broadcast data as is, in text
+// frames.
+type rawCodec struct{ engine.JSONCodec }
+
+func (rawCodec) AppendBroadcast(dst, data []byte) []byte { return append(dst, data...) }
+
+// TestCustomCodecInvalidTextGoesBinary: a codec's invalid UTF-8 text payload
+// leaves in a binary frame, never a text one.
+func TestCustomCodecInvalidTextGoesBinary(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, engine.Config{Codec: rawCodec{}}, server.Options{})
+	r := rawDial(t, ts, nil)
+	for _, data := range []string{"fine", "bad \xff"} {
+		if err := ts.e.Broadcast([]byte(data)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, want := range []byte{0x1, 0x2} {
+		f, err := r.readFrame()
+		if err != nil || f.op != want {
+			t.Fatalf("frame %d: opcode %d (%v), want %d", i, f.op, err, want)
+		}
+	}
 }
