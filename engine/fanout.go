@@ -170,6 +170,27 @@ func (e *Engine) fanOut(o outbound, targets []uint64) []uint64 {
 	return targets
 }
 
+// HasSubscribers reports whether channel has subscribers on this instance. It
+// does not wait for the shards.
+func (e *Engine) HasSubscribers(channel string) bool { return e.hasLocalSubscribers(channel) }
+
+// Subscribers counts the connections of this instance subscribed to channel,
+// asking the shards that have any (one round trip each).
+func (e *Engine) Subscribers(channel string) int {
+	e.chanMu.Lock()
+	set := append([]uint64(nil), e.chans[channel]...)
+	e.chanMu.Unlock()
+	n := 0
+	for w, word := range set {
+		for word != 0 {
+			i := w*64 + bits.TrailingZeros64(word)
+			word &= word - 1
+			n += e.shards[i].Subscribers(channel)
+		}
+	}
+	return n
+}
+
 func (e *Engine) hasLocalSubscribers(channel string) bool {
 	e.chanMu.Lock()
 	_, ok := e.chans[channel]

@@ -74,6 +74,9 @@ func (e *Engine) deliverPrivate(src source, sc *shard.Conn, from string, data []
 	return nil
 }
 
+// IsLocal reports whether connection id is on this instance.
+func (e *Engine) IsLocal(id string) bool { return e.shardFor(id).Lookup(id) != nil }
+
 // resolve finds the connection a private message to id would reach.
 func (e *Engine) resolve(ctx context.Context, id string) (*Target, error) {
 	if sc := e.shardFor(id).Lookup(id); sc != nil {

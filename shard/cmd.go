@@ -32,6 +32,7 @@ const (
 	cmdLookup                     // reply with the connection whose id is key
 	cmdStats                      // reply with a snapshot
 	cmdChannels                   // reply with the names of the channels
+	cmdCount                      // reply with the number of subscribers of channel key
 	cmdBarrier                    // reply once every command before it was handled
 )
 
@@ -56,6 +57,7 @@ type result struct {
 	conn  *Conn
 	stats Stats
 	names []string
+	n     int
 }
 
 var replyPool = sync.Pool{New: func() any { return make(chan result, 1) }}
@@ -215,6 +217,12 @@ func (s *Shard) Stats() Stats {
 // Channels returns the names of the channels with subscribers in this shard.
 func (s *Shard) Channels() []string {
 	return s.call(cmd{kind: cmdChannels}).names
+}
+
+// Subscribers returns the number of connections of this shard subscribed to
+// channel.
+func (s *Shard) Subscribers(channel string) int {
+	return s.call(cmd{kind: cmdCount, key: channel}).n
 }
 
 // Barrier returns once the shard has handled every command posted before it

@@ -244,6 +244,10 @@ func (s *Shard) control(c *cmd) {
 		r.stats = s.snapshot()
 	case cmdChannels:
 		r.names = s.channelNames()
+	case cmdCount:
+		if ch := s.channels[c.key]; ch != nil {
+			r.n = len(ch.subs)
+		}
 	case cmdBarrier:
 	}
 	c.reply <- r

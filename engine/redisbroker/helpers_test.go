@@ -47,7 +47,7 @@ func newNode(tb testing.TB, id string, cfg Config) *node {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	e, err := engine.New(engine.Config{Broker: b, InstanceID: id, Shards: 4, InboundRate: -1})
+	e, err := engine.New(engine.Config{Broker: b, InstanceID: id, Shards: 4, InboundRate: -1, AllowClientSend: true})
 	if err != nil {
 		tb.Fatal(err)
 	}

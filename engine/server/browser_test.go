@@ -41,7 +41,7 @@ func TestBrowserClient(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := engine.New(engine.Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	e, err := engine.New(engine.Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), AllowClientSend: true})
 	if err != nil {
 		t.Fatal(err)
 	}

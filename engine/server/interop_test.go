@@ -36,7 +36,7 @@ func startServer(tb testing.TB, cfg engine.Config, opts server.Options) (*engine
 // messages, error frames and the 1009 close.
 func TestNodeWSClient(t *testing.T) {
 	node := requireInterop(t)
-	e, addr := startServer(t, engine.Config{}, server.Options{})
+	e, addr := startServer(t, engine.Config{AllowClientSend: true}, server.Options{})
 	steps := runNodeSteps(t, node, func(step string) {
 		if step == "ready" { // the script waits for this publication next
 			if err := e.Publish("interop", []byte(`{"from":"go"}`)); err != nil {

@@ -6,7 +6,6 @@ package server
 
 import (
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"io"
@@ -28,8 +27,16 @@ import (
 // Options configures Handler.
 type Options struct {
 	// APIToken, when set, is the bearer token required by the /api/broadcast,
-	// /api/publish and /api/send endpoints.
+	// /api/publish and /api/send endpoints. Without it they answer loopback
+	// clients only (guard.go).
 	APIToken string
+	// AllowRemoteAPI lets clients on any address use the publish API without
+	// a token. Off by default; behind a reverse proxy (every request then
+	// comes from loopback) set APIToken instead.
+	AllowRemoteAPI bool
+	// StatsToken, when set, is the bearer token required by /metrics,
+	// /api/stats and /api/cluster. Empty leaves them open (/healthz always is).
+	StatsToken string
 	// Pprof mounts net/http/pprof under /debug/pprof/.
 	Pprof bool
 	// Health reports extra health detail (a broker's state); degraded makes
@@ -70,12 +77,12 @@ func Handler(e *engine.Engine, opts Options) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /ws", e)
 	mux.HandleFunc("GET /healthz", s.health)
-	mux.HandleFunc("GET /metrics", s.metrics)
-	mux.HandleFunc("GET /api/stats", s.stats)
-	mux.HandleFunc("GET /api/cluster", s.cluster)
-	mux.HandleFunc("POST /api/broadcast", s.auth(s.broadcast))
-	mux.HandleFunc("POST /api/publish", s.auth(s.publish))
-	mux.HandleFunc("POST /api/send", s.auth(s.send))
+	mux.HandleFunc("GET /metrics", s.guardStats(s.metrics))
+	mux.HandleFunc("GET /api/stats", s.guardStats(s.stats))
+	mux.HandleFunc("GET /api/cluster", s.guardStats(s.cluster))
+	mux.HandleFunc("POST /api/broadcast", s.guardPublish(s.broadcast))
+	mux.HandleFunc("POST /api/publish", s.guardPublish(s.publish))
+	mux.HandleFunc("POST /api/send", s.guardPublish(s.send))
 	mountWeb(mux)
 	startStatsPublisher(e, opts)
 	if opts.Pprof {
@@ -118,22 +125,6 @@ func (s *api) fail(w http.ResponseWriter, r *http.Request, status int, code, msg
 	writeJSON(w, status, apiError{Error: msg, Code: code})
 }
 
-func (s *api) auth(next http.HandlerFunc) http.HandlerFunc {
-	if s.opts.APIToken == "" {
-		return next
-	}
-	want := []byte("Bearer " + s.opts.APIToken)
-	return func(w http.ResponseWriter, r *http.Request) {
-		got := []byte(r.Header.Get("Authorization"))
-		if subtle.ConstantTimeCompare(got, want) != 1 {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="shardhub"`)
-			s.fail(w, r, http.StatusUnauthorized, "unauthorized", "missing or wrong bearer token")
-			return
-		}
-		next(w, r)
-	}
-}
-
 // readBody reads the request body up to the engine's message size limit.
 func (s *api) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 	limit := s.e.Config().MaxMessageSize
@@ -154,11 +145,24 @@ func (s *api) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 	return body, true
 }
 
-// answer maps an engine error to an HTTP status.
-func (s *api) answer(w http.ResponseWriter, r *http.Request, err error) {
+// Accepted is the answer of the publish API: the message is accepted into
+// the ledger (docs/operations.md says what that promises).
+type Accepted struct {
+	OK bool `json:"ok"`
+	// LocalRecipients is how many connections of this instance were to get
+	// the message when it was accepted (the connections, for a broadcast; the
+	// subscribers, for a publication; 0 or 1 for a private message). Other
+	// instances' recipients are not counted.
+	LocalRecipients int    `json:"local_recipients"`
+	Instance        string `json:"instance"`
+}
+
+// answer maps an engine error to an HTTP status; recipients is what a success
+// reports.
+func (s *api) answer(w http.ResponseWriter, r *http.Request, err error, recipients int) {
 	switch {
 	case err == nil:
-		writeJSON(w, http.StatusAccepted, map[string]bool{"ok": true})
+		writeJSON(w, http.StatusAccepted, Accepted{OK: true, LocalRecipients: recipients, Instance: s.e.InstanceID()})
 	case errors.Is(err, engine.ErrQueueFull):
 		w.Header().Set("Retry-After", "1")
 		s.fail(w, r, http.StatusServiceUnavailable, "overloaded", err.Error())
@@ -177,7 +181,8 @@ func (s *api) answer(w http.ResponseWriter, r *http.Request, err error) {
 
 func (s *api) broadcast(w http.ResponseWriter, r *http.Request) {
 	if body, ok := s.readBody(w, r); ok {
-		s.answer(w, r, s.e.Broadcast(body))
+		n := s.e.Connections()
+		s.answer(w, r, s.e.Broadcast(body), n)
 	}
 }
 
@@ -188,7 +193,8 @@ func (s *api) publish(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if body, ok := s.readBody(w, r); ok {
-		s.answer(w, r, s.e.Publish(ch, body))
+		n := s.e.Subscribers(ch)
+		s.answer(w, r, s.e.Publish(ch, body), n)
 	}
 }
 
@@ -199,7 +205,12 @@ func (s *api) send(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if body, ok := s.readBody(w, r); ok {
-		s.answer(w, r, s.e.Send(id, body))
+		err := s.e.Send(id, body)
+		n := 0
+		if err == nil && s.e.IsLocal(id) {
+			n = 1
+		}
+		s.answer(w, r, err, n)
 	}
 }
 
