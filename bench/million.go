@@ -11,6 +11,7 @@ import (
 	"github.com/HdrHistogram/hdrhistogram-go"
 
 	"github.com/shardhub/shardhub/engine"
+	"github.com/shardhub/shardhub/loadtest"
 	"github.com/shardhub/shardhub/loadtest/report"
 )
 
@@ -107,7 +108,7 @@ func RunVirtual(o VirtualOptions) (*VirtualResult, error) {
 		RegisterDuration: f.Registered,
 		HeapPerConn:      float64(int64(heap1)-int64(heap0)) / float64(o.Conns),
 		StackPerConn:     float64(int64(stack1)-int64(stack0)) / float64(o.Conns),
-		Completion:       hdrhistogram.New(1, int64(time.Minute/time.Microsecond), 3),
+		Completion:       loadtest.NewHistogram(),
 	}
 	o.Progress("registered in %v (%.0f/s); heap %.0f B/conn", f.Registered.Round(time.Millisecond),
 		float64(o.Conns)/f.Registered.Seconds(), res.HeapPerConn)

@@ -19,17 +19,10 @@ import (
 	"github.com/shardhub/shardhub/engine/server"
 )
 
-// workerEnv marks a re-executed test binary as a load-test worker.
-const workerEnv = "SHARDHUB_LOADTEST_TEST_WORKER"
-
+// TestMain makes this test binary a load-test worker when a test re-executes
+// it with WorkerEnv=1.
 func TestMain(m *testing.M) {
-	if os.Getenv(workerEnv) == "1" {
-		if err := ServeWorker(context.Background(), os.Stdin, os.Stdout); err != nil {
-			os.Stderr.WriteString(err.Error() + "\n")
-			os.Exit(1)
-		}
-		os.Exit(0)
-	}
+	ServeWorkerFromEnv()
 	os.Exit(m.Run())
 }
 

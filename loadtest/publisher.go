@@ -40,7 +40,7 @@ func newPublisher(cfg Config, target int, client *http.Client) *publisher {
 	if len(cfg.APIs) == len(cfg.URLs) {
 		p.api = cfg.APIs[target]
 	}
-	p.rtt.h = newHist()
+	p.rtt.h = NewHistogram()
 	n := 1
 	if cfg.Scenario == Channels {
 		n = cfg.Channels

@@ -18,7 +18,7 @@ type Result struct {
 	Interrupted bool // the context was cancelled before the run completed
 
 	// Counts are the connections' final counters, merged over all workers.
-	Counts fleetCounts
+	Counts Counts
 	// Counted is the number of connections whose deliveries count (ready at the
 	// start of the measured phase); Subscriptions their (target, channel) pairs.
 	Counted, Subscriptions int64

@@ -75,14 +75,14 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 type orchestrator struct {
 	cfg    Config
 	start  time.Time
-	fleets []fleet
+	fleet  *Fleet
 	pubs   publishers
 	probes []*probe
 	client *http.Client
 	res    *Result
 
 	lat, connH, tickLat *hdrhistogram.Histogram
-	last                fleetCounts
+	last                Counts
 	lastT               time.Time
 	lastCPU             time.Duration
 	phase               string
@@ -95,7 +95,7 @@ func (o *orchestrator) run(ctx context.Context) (*Result, error) {
 	cfg := o.cfg
 	o.res = &Result{Config: cfg, Started: o.start, Errors: map[string]int64{}}
 	o.res.series.minPeakDT = cfg.Interval.Seconds() / 2
-	o.lat, o.connH, o.tickLat = newHist(), newHist(), newHist()
+	o.lat, o.connH, o.tickLat = NewHistogram(), NewHistogram(), NewHistogram()
 	o.client = &http.Client{Transport: &http.Transport{
 		MaxIdleConnsPerHost: 16,
 		IdleConnTimeout:     30 * time.Second,
@@ -124,29 +124,16 @@ func (o *orchestrator) run(ctx context.Context) (*Result, error) {
 }
 
 func (o *orchestrator) startFleets(ctx context.Context) error {
-	cfg := o.cfg
-	rate := cfg.RampRate
-	if rate < 0 {
-		rate = 0
+	workers := o.cfg.Workers
+	if workers <= 1 {
+		workers = 0 // this process holds the connections
 	}
-	if cfg.Workers <= 1 {
-		f, err := newLocalFleet(cfg, 0, cfg.Conns, rate)
-		if err != nil {
-			return err
-		}
-		o.fleets = []fleet{f}
-	} else {
-		for i := range cfg.Workers {
-			lo, hi := cfg.Conns*i/cfg.Workers, cfg.Conns*(i+1)/cfg.Workers
-			o.fleets = append(o.fleets, newRemoteFleet(cfg, i, lo, hi-lo, rate/float64(cfg.Workers)))
-		}
+	f, err := NewFleet(o.cfg, workers)
+	if err != nil {
+		return err
 	}
-	for _, f := range o.fleets {
-		if err := f.start(ctx); err != nil {
-			return err
-		}
-	}
-	return nil
+	o.fleet = f
+	return f.Start(ctx)
 }
 
 // measure runs the phases from connecting to draining; each ends early when
@@ -154,7 +141,7 @@ func (o *orchestrator) startFleets(ctx context.Context) error {
 func (o *orchestrator) measure(ctx context.Context) {
 	cfg := o.cfg
 	o.phase = PhaseConnect
-	if !o.wait(ctx, cfg.RampTimeout, func(c fleetCounts) bool { return c.DialsDone }) {
+	if !o.wait(ctx, cfg.RampTimeout, func(c Counts) bool { return c.DialsDone }) {
 		if ctx.Err() != nil {
 			return
 		}
@@ -162,11 +149,11 @@ func (o *orchestrator) measure(ctx context.Context) {
 	}
 	o.res.ConnectSeconds = time.Since(o.start).Seconds()
 	o.phase = PhaseReady
-	if !o.wait(ctx, cfg.ReadyTimeout, func(c fleetCounts) bool { return c.Ready >= c.Open }) {
+	if !o.wait(ctx, cfg.ReadyTimeout, func(c Counts) bool { return c.Ready >= c.Open }) {
 		if ctx.Err() != nil {
 			return
 		}
-		c := o.counts()
+		c := o.fleet.Counts()
 		o.res.Notes = append(o.res.Notes, fmt.Sprintf("%d of %d open connections were not ready after %s and are not counted", c.Open-c.Ready, c.Open, cfg.ReadyTimeout))
 	}
 	if cfg.Settle > 0 && !o.wait(ctx, cfg.Settle, nil) && ctx.Err() != nil {
@@ -183,23 +170,17 @@ func (o *orchestrator) measure(ctx context.Context) {
 		}
 	}
 	o.subs = map[[2]int]int64{}
-	for _, f := range o.fleets {
-		subs, err := f.mark()
-		if err != nil {
-			o.res.Notes = append(o.res.Notes, err.Error())
-			continue
-		}
-		for _, s := range subs {
-			o.subs[[2]int{s.Target, s.Channel}] += s.N
-			o.res.Subscriptions += s.N
-		}
+	subs, errs := o.fleet.mark()
+	for _, err := range errs {
+		o.res.Notes = append(o.res.Notes, err.Error())
+	}
+	for _, s := range subs {
+		o.subs[[2]int{s.Target, s.Channel}] += s.N
+		o.res.Subscriptions += s.N
 	}
 	// Every counted connection holds exactly one stream per channel it joined.
-	o.res.Counted = o.res.Subscriptions
-	if cfg.Scenario == Channels {
-		o.res.Counted /= int64(cfg.SubsPerConn)
-	}
-	o.res.markCPU = cpuTime()
+	o.res.Counted = o.res.Subscriptions / o.fleet.subsPerConn()
+	o.res.markCPU = CPUTime()
 	o.res.markT = time.Now()
 	for _, p := range o.probes {
 		o.res.markServer = append(o.res.markServer, p.scrape(context.WithoutCancel(ctx)))
@@ -215,7 +196,7 @@ func (o *orchestrator) measure(ctx context.Context) {
 			o.pubs.run(ctx, cfg.Duration)
 			done.Store(true)
 		}()
-		o.wait(ctx, cfg.Duration+max(time.Second, cfg.Duration/10)+cfg.HTTPTimeout+time.Second, func(fleetCounts) bool { return done.Load() })
+		o.wait(ctx, cfg.Duration+max(time.Second, cfg.Duration/10)+cfg.HTTPTimeout+time.Second, func(Counts) bool { return done.Load() })
 		wg.Wait()
 		o.res.MeasureSeconds = time.Since(o.res.markT).Seconds()
 		o.res.Expected = o.pubs.expected(o.subs)
@@ -224,7 +205,7 @@ func (o *orchestrator) measure(ctx context.Context) {
 		}
 		o.phase = PhaseDrain
 		t0 := time.Now()
-		if !o.wait(ctx, cfg.Drain, func(c fleetCounts) bool { return c.Unique >= o.res.Expected }) && ctx.Err() == nil {
+		if !o.wait(ctx, cfg.Drain, func(c Counts) bool { return c.Unique >= o.res.Expected }) && ctx.Err() == nil {
 			o.res.Notes = append(o.res.Notes, fmt.Sprintf("deliveries still missing after the %s drain", cfg.Drain))
 		}
 		o.res.DrainSeconds = time.Since(t0).Seconds()
@@ -238,7 +219,7 @@ func (o *orchestrator) measure(ctx context.Context) {
 
 // wait samples until cond holds (checked every 20ms on cheap counters), d
 // passes, or ctx is done; it reports whether cond held. A nil cond waits d.
-func (o *orchestrator) wait(ctx context.Context, d time.Duration, cond func(fleetCounts) bool) bool {
+func (o *orchestrator) wait(ctx context.Context, d time.Duration, cond func(Counts) bool) bool {
 	deadline := time.NewTimer(d)
 	defer deadline.Stop()
 	poll := time.NewTicker(20 * time.Millisecond)
@@ -246,7 +227,7 @@ func (o *orchestrator) wait(ctx context.Context, d time.Duration, cond func(flee
 	tick := time.NewTicker(o.cfg.Interval)
 	defer tick.Stop()
 	for {
-		if cond != nil && cond(o.counts()) {
+		if cond != nil && cond(o.fleet.Counts()) {
 			return true
 		}
 		select {
@@ -261,35 +242,13 @@ func (o *orchestrator) wait(ctx context.Context, d time.Duration, cond func(flee
 	}
 }
 
-func (o *orchestrator) counts() fleetCounts {
-	var c fleetCounts
-	c.DialsDone = true
-	for _, f := range o.fleets {
-		fc := f.counts()
-		c.add(fc)
-		c.DialsDone = c.DialsDone && fc.DialsDone
-	}
-	return c
-}
-
 // cpuNow is the CPU time of every load-generator process so far.
-func (o *orchestrator) cpuNow() time.Duration {
-	t := cpuTime()
-	for _, f := range o.fleets {
-		if r, ok := f.(*remoteFleet); ok {
-			t += r.cpu()
-		}
-	}
-	return t
-}
+func (o *orchestrator) cpuNow() time.Duration { return CPUTime() + o.fleet.workerCPU() }
 
 // tick samples every fleet: one time-series point and one progress report.
 func (o *orchestrator) tick() {
 	now := time.Now()
-	var c fleetCounts
-	for _, f := range o.fleets {
-		c.add(f.drain(o.tickLat, o.connH))
-	}
+	c := o.fleet.Drain(o.tickLat, o.connH)
 	dt := now.Sub(o.lastT).Seconds()
 	if dt <= 0 {
 		dt = 1e-9
@@ -346,8 +305,8 @@ func (o *orchestrator) finish(ctx context.Context) {
 	o.phase = PhaseDone
 	o.tick() // the last partial interval
 	res := o.res
-	ownEnd := cpuTime()
-	open := o.counts().Open
+	ownEnd := CPUTime()
+	open := o.fleet.Counts().Open
 	if o.cfg.Scenario == Idle {
 		o.sampleMemory(ctx, time.Now(), open)
 	}
@@ -399,44 +358,22 @@ func (o *orchestrator) finish(ctx context.Context) {
 
 func (o *orchestrator) pubRTT() *hdrhistogram.Histogram {
 	if o.res.PublishRTT == nil {
-		o.res.PublishRTT = newHist()
+		o.res.PublishRTT = NewHistogram()
 	}
 	return o.res.PublishRTT
 }
 
-// stopFleets stops every fleet in parallel and returns their merged counts,
-// merging their last samples into the run's histograms.
-func (o *orchestrator) stopFleets() fleetCounts {
-	type out struct {
-		fin      fleetFinal
-		lat, con *hdrhistogram.Histogram
-		err      error
+// stopFleets stops the fleet and returns its final counts, merging its last
+// samples into the run's histograms and its failures into the notes.
+func (o *orchestrator) stopFleets() Counts {
+	if o.fleet == nil {
+		return Counts{}
 	}
-	outs := make([]out, len(o.fleets))
-	var wg sync.WaitGroup
-	for i, f := range o.fleets {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			outs[i].lat, outs[i].con = newHist(), newHist()
-			outs[i].fin, outs[i].err = f.stop(outs[i].lat, outs[i].con)
-		}()
+	fin, errs := o.fleet.stop(o.lat, o.connH)
+	for _, err := range errs {
+		o.res.Notes = append(o.res.Notes, err.Error())
 	}
-	wg.Wait()
-	var total fleetCounts
-	for _, x := range outs {
-		if x.err != nil && o.res != nil {
-			o.res.Notes = append(o.res.Notes, x.err.Error())
-		}
-		total.add(x.fin.Counts)
-		if o.lat != nil {
-			o.lat.Merge(x.lat)
-			o.connH.Merge(x.con)
-		}
-		if o.res != nil {
-			o.res.workerCPUMeasured += x.fin.CPUMeasured
-			o.res.workerCPUTotal += x.fin.CPUTotal
-		}
-	}
-	return total
+	o.res.workerCPUMeasured += fin.CPUMeasured
+	o.res.workerCPUTotal += fin.CPUTotal
+	return fin.Counts
 }

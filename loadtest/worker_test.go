@@ -11,8 +11,8 @@ import (
 
 func TestSparseHistMergeIsExact(t *testing.T) {
 	t.Parallel()
-	all, merged := newHist(), newHist()
-	parts := []*lockedHist{{h: newHist()}, {h: newHist()}, {h: newHist()}}
+	all, merged := NewHistogram(), NewHistogram()
+	parts := []*lockedHist{{h: NewHistogram()}, {h: NewHistogram()}, {h: NewHistogram()}}
 	rng := rand.New(rand.NewPCG(1, 2))
 	for i := range 100000 {
 		v := int64(rng.ExpFloat64() * 2000)
@@ -23,7 +23,7 @@ func TestSparseHistMergeIsExact(t *testing.T) {
 		parts[i%3].record(v)
 	}
 	for _, p := range parts {
-		tmp := newHist()
+		tmp := NewHistogram()
 		p.drainInto(tmp)
 		exportSparse(tmp).mergeInto(merged)
 		if p.h.TotalCount() != 0 {
@@ -36,7 +36,7 @@ func TestSparseHistMergeIsExact(t *testing.T) {
 	}
 	var nilSparse *sparseHist
 	nilSparse.mergeInto(merged) // a nil delta is a no-op
-	if exportSparse(newHist()) != nil {
+	if exportSparse(NewHistogram()) != nil {
 		t.Error("empty histogram exported bins")
 	}
 }
@@ -52,7 +52,7 @@ func TestWorkersMergeExactly(t *testing.T) {
 	res := run(t, Config{
 		URLs: []string{url}, Conns: conns, Rate: rate, Duration: time.Second,
 		ReadyMatch: `"type":"welcome"`, Workers: 3,
-		WorkerCommand: []string{os.Args[0]}, WorkerEnv: []string{workerEnv + "=1"},
+		WorkerCommand: []string{os.Args[0]}, WorkerEnv: []string{WorkerEnv + "=1"},
 	})
 	c := res.Counts
 	if c.Connected != conns || res.Counted != conns || c.Attempted != conns {

@@ -18,7 +18,6 @@ func runBench(args []string) int {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	virtual := fs.Bool("virtual", false, "virtual (in-memory) connections: measures the engine alone")
 	real := fs.Bool("real", false, "real loopback sockets: shardhub vs the raw write ceiling vs a naive hub, in one run")
-	client := fs.Bool("client", false, "internal: run as a client worker of --real (commands on stdin)")
 	var vo bench.VirtualOptions
 	fs.IntVar(&vo.Conns, "conns", 1_000_000, "connections")
 	fs.IntVar(&vo.Shards, "shards", 0, "engine shards (0 = GOMAXPROCS)")
@@ -41,13 +40,6 @@ func runBench(args []string) int {
 	}
 	if err := fs.Parse(args); err != nil {
 		return 2
-	}
-	if *client {
-		if err := bench.RunClient(os.Stdin, os.Stdout); err != nil {
-			fmt.Fprintln(os.Stderr, "shardhub bench --client:", err)
-			return 1
-		}
-		return 0
 	}
 	if *virtual == *real {
 		fmt.Fprintln(os.Stderr, "shardhub bench: choose exactly one of --virtual and --real")
