@@ -51,6 +51,8 @@ func (o *VirtualOptions) defaults() {
 
 // VirtualResult is what a virtual run measured.
 type VirtualResult struct {
+	Started          time.Time
+	Elapsed          time.Duration // the whole run, registering included
 	Conns            int
 	Shards           int
 	RegisterDuration time.Duration
@@ -91,6 +93,7 @@ func settle() {
 // broadcasts that reach all of them.
 func RunVirtual(o VirtualOptions) (*VirtualResult, error) {
 	o.defaults()
+	started := time.Now()
 	cfg := engine.Config{Shards: o.Shards, Logger: quiet()}
 	settle()
 	heap0, stack0, _ := readMem()
@@ -103,6 +106,7 @@ func RunVirtual(o VirtualOptions) (*VirtualResult, error) {
 	settle()
 	heap1, stack1, _ := readMem()
 	res := &VirtualResult{
+		Started:          started,
 		Conns:            o.Conns,
 		Shards:           f.Engine.NumShards(),
 		RegisterDuration: f.Registered,
@@ -148,6 +152,7 @@ func RunVirtual(o VirtualOptions) (*VirtualResult, error) {
 	res.BurstDuration = d
 	res.BurstFrames = f.Frames() - before
 	o.Progress("burst of %d: %v (%.0f deliveries/s)", o.Burst, d.Round(time.Microsecond), float64(res.BurstFrames)/d.Seconds())
+	res.Elapsed = time.Since(started)
 	return res, nil
 }
 
@@ -155,7 +160,11 @@ func RunVirtual(o VirtualOptions) (*VirtualResult, error) {
 func (r *VirtualResult) Report(name string, o VirtualOptions) *report.Report {
 	o.defaults()
 	rep := report.New(report.KindBench, name)
+	rep.Started = r.Started.UTC().Truncate(time.Millisecond)
+	rep.DurationSeconds = r.Elapsed.Round(time.Millisecond).Seconds()
 	_ = rep.SetConfig(o)
+	rep.SetWorkload("mode", "virtual", "conns", r.Conns, "shards", r.Shards, "broadcasts", o.Broadcasts, "burst", o.Burst,
+		"payload_bytes", o.Payload)
 	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 	rep.AddMetricHelp("conns", float64(r.Conns), "conns", report.Informational, "virtual connections registered")
 	rep.AddMetricHelp("shards", float64(r.Shards), "", report.Informational, "engine shards")

@@ -3,6 +3,7 @@ package bench
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -117,6 +118,8 @@ func (p *PhaseResult) ServerNsPerDelivery() float64 {
 
 // RealResult is one real-socket run.
 type RealResult struct {
+	Started           time.Time
+	Elapsed           time.Duration // the whole run, connecting included
 	Conns             int
 	Shards            int
 	HeapPerConn       float64 // Go heap per idle connection
@@ -135,6 +138,32 @@ func (r *RealResult) Phase(name string) *PhaseResult {
 		}
 	}
 	return nil
+}
+
+// outcome judges the run: shardhub and the raw ceiling must deliver every
+// message (the naive hub drops slow clients by design), and the headline is
+// shardhub against both.
+func (r *RealResult) outcome() *report.Outcome {
+	o := &report.Outcome{Pass: true}
+	for _, name := range []string{PhaseShardhub, PhaseRaw} {
+		if p := r.Phase(name); p != nil && p.Received < p.Expected {
+			o.Pass = false
+			o.Failures = append(o.Failures, fmt.Sprintf("%s delivered %d of %d messages", name, p.Received, p.Expected))
+		}
+	}
+	sh, raw, naive := r.Phase(PhaseShardhub), r.Phase(PhaseRaw), r.Phase(PhaseNaive)
+	if !o.Pass {
+		o.Summary = "FAIL: deliveries were lost"
+		return o
+	}
+	o.Summary = "PASS: every message delivered"
+	if sh != nil && raw != nil && raw.Received > 0 {
+		o.Summary += fmt.Sprintf("; shardhub at %.2f of the raw write ceiling's deliveries/s", sh.DeliveriesPerSec()/raw.DeliveriesPerSec())
+	}
+	if sh != nil && naive != nil && naive.Received > 0 {
+		o.Summary += fmt.Sprintf(", %.2f× the naive hub's", sh.DeliveriesPerSec()/naive.DeliveriesPerSec())
+	}
+	return o
 }
 
 // capture is an http.ResponseWriter whose Hijack records the connection, so
@@ -157,6 +186,7 @@ func (c capture) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 // same sockets through the engine, the raw write ceiling and the naive hub.
 func RunReal(o RealOptions) (*RealResult, error) {
 	o.defaults()
+	started := time.Now()
 	if o.MemProfile != "" {
 		runtime.MemProfileRate = 1 // before the first connection: an exact profile
 	}
@@ -230,6 +260,7 @@ func RunReal(o RealOptions) (*RealResult, error) {
 	rss1, kern1, g1 := readRSS(), readKernelMem(), runtime.NumGoroutine()
 	n := float64(o.Conns)
 	res := &RealResult{
+		Started:           started,
 		Conns:             o.Conns,
 		Shards:            e.NumShards(),
 		HeapPerConn:       float64(int64(heap1)-int64(heap0)) / n,
@@ -283,7 +314,17 @@ func RunReal(o RealOptions) (*RealResult, error) {
 		o.Progress("%-8s %10.0f deliveries/s, p99 %v, received %d of %d, server CPU %.0f ns/delivery", p.Name,
 			p.DeliveriesPerSec(), time.Duration(p.Latency.ValueAtQuantile(99))*time.Microsecond, p.Received, p.Expected, p.ServerNsPerDelivery())
 	}
+	res.Elapsed = time.Since(started)
 	return res, nil
+}
+
+// MarshalJSON writes o with its duration as a string such as "5s".
+func (o RealOptions) MarshalJSON() ([]byte, error) {
+	type plain RealOptions
+	return json.Marshal(struct {
+		plain
+		Duration report.Duration `json:"duration"`
+	}{plain(o), report.Duration(o.Duration)})
 }
 
 func writeHeapProfile(path string) error {
@@ -438,7 +479,12 @@ func readKernelMem() int64 {
 func (r *RealResult) Report(name string, o RealOptions) *report.Report {
 	o.defaults()
 	rep := report.New(report.KindBench, name)
+	rep.Started = r.Started.UTC().Truncate(time.Millisecond)
+	rep.DurationSeconds = r.Elapsed.Round(time.Millisecond).Seconds()
 	_ = rep.SetConfig(o)
+	rep.SetWorkload("mode", "real", "conns", r.Conns, "shards", r.Shards, "rate", o.Rate, "duration", o.Duration,
+		"payload_bytes", o.Payload, "workers", o.Workers)
+	rep.Outcome = r.outcome()
 	rep.AddMetricHelp("conns", float64(r.Conns), "conns", report.Informational, "loopback WebSocket connections, same sockets in every phase")
 	rep.AddMetricHelp("shards", float64(r.Shards), "", report.Informational, "engine shards")
 	rep.AddMetricHelp("idle_heap_bytes_per_conn", r.HeapPerConn, "B", report.LowerIsBetter, "Go heap per idle connection (runtime/metrics, after GC)")

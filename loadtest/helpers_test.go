@@ -56,6 +56,7 @@ type fakeServer struct {
 
 	mangle     func(n int, body []byte) [][]byte
 	apiBlock   bool          // /api/broadcast never answers
+	apiStatus  int           // when set, /api/broadcast answers it and delivers nothing
 	deliverLag time.Duration // delay before fan-out
 
 	closed chan struct{} // closed when the test ends
@@ -91,6 +92,10 @@ func newFakeServer(tb testing.TB, setup func(*fakeServer)) *fakeServer {
 			case <-r.Context().Done():
 			case <-f.closed:
 			}
+			return
+		}
+		if f.apiStatus != 0 {
+			w.WriteHeader(f.apiStatus)
 			return
 		}
 		f.mu.Lock()

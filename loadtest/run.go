@@ -33,12 +33,17 @@ type Progress struct {
 	Failed    int64 // dials and handshakes that failed
 	Dropped   int64 // connections lost after connecting
 	Published int64 // publish attempts so far
+	// PublishFailed counts the publishes that failed (an HTTP answer other
+	// than 2xx, a timeout, a failed write).
+	PublishFailed int64
 	// Deliveries counts first copies received on counted connections.
 	Deliveries int64
 	// DeliveriesPerSec and the percentiles cover the last interval only.
 	DeliveriesPerSec float64
 	P50, P99         time.Duration
-	Errors           int64
+	// Errors counts every failure so far: the connections' (failed dials,
+	// handshakes, drops, close codes) and PublishFailed.
+	Errors int64
 	// CPU is the load generator's CPU use over the last interval, in cores
 	// (all its processes).
 	CPU float64
@@ -182,6 +187,7 @@ func (o *orchestrator) measure(ctx context.Context) {
 	o.res.Counted = o.res.Subscriptions / o.fleet.subsPerConn()
 	o.res.markCPU = CPUTime()
 	o.res.markT = time.Now()
+	since := func(t time.Time) float64 { return round(t.Sub(o.start).Seconds(), 3) }
 	for _, p := range o.probes {
 		o.res.markServer = append(o.res.markServer, p.scrape(context.WithoutCancel(ctx)))
 	}
@@ -198,22 +204,25 @@ func (o *orchestrator) measure(ctx context.Context) {
 		}()
 		o.wait(ctx, cfg.Duration+max(time.Second, cfg.Duration/10)+cfg.HTTPTimeout+time.Second, func(Counts) bool { return done.Load() })
 		wg.Wait()
-		o.res.MeasureSeconds = time.Since(o.res.markT).Seconds()
+		t0 := time.Now()
+		o.res.MeasureSeconds = t0.Sub(o.res.markT).Seconds()
+		o.res.Phases = append(o.res.Phases, report.Span{Name: PhaseMeasure, Start: since(o.res.markT), End: since(t0)})
 		o.res.Expected = o.pubs.expected(o.subs)
 		if ctx.Err() != nil {
 			return
 		}
 		o.phase = PhaseDrain
-		t0 := time.Now()
 		if !o.wait(ctx, cfg.Drain, func(c Counts) bool { return c.Unique >= o.res.Expected }) && ctx.Err() == nil {
 			o.res.Notes = append(o.res.Notes, fmt.Sprintf("deliveries still missing after the %s drain", cfg.Drain))
 		}
 		o.res.DrainSeconds = time.Since(t0).Seconds()
+		o.res.Phases = append(o.res.Phases, report.Span{Name: PhaseDrain, Start: since(t0), End: since(time.Now())})
 	case Connect, Idle:
 		if cfg.Duration > 0 {
 			o.wait(ctx, cfg.Duration, nil)
 		}
 		o.res.MeasureSeconds = time.Since(o.res.markT).Seconds()
+		o.res.Phases = append(o.res.Phases, report.Span{Name: PhaseMeasure, Start: since(o.res.markT), End: since(time.Now())})
 	}
 }
 
@@ -236,7 +245,7 @@ func (o *orchestrator) wait(ctx context.Context, d time.Duration, cond func(Coun
 		case <-deadline.C:
 			return cond == nil
 		case <-tick.C:
-			o.tick()
+			o.tick(false)
 		case <-poll.C:
 		}
 	}
@@ -245,8 +254,11 @@ func (o *orchestrator) wait(ctx context.Context, d time.Duration, cond func(Coun
 // cpuNow is the CPU time of every load-generator process so far.
 func (o *orchestrator) cpuNow() time.Duration { return CPUTime() + o.fleet.workerCPU() }
 
-// tick samples every fleet: one time-series point and one progress report.
-func (o *orchestrator) tick() {
+// tick samples the fleet: one progress report and one time-series point,
+// except for the last, partial interval of a run (final), whose rates cover a
+// fraction of an interval in which the run was winding down: drawn, it would
+// end every chart in a drop that never happened.
+func (o *orchestrator) tick(final bool) {
 	now := time.Now()
 	c := o.fleet.Drain(o.tickLat, o.connH)
 	dt := now.Sub(o.lastT).Seconds()
@@ -267,8 +279,9 @@ func (o *orchestrator) tick() {
 		CPU:              (cpu - o.lastCPU).Seconds() / dt,
 	}
 	if o.pubs != nil {
-		p.Published = o.pubs.sent()
+		p.Published, p.PublishFailed = o.pubs.sent()
 	}
+	p.Errors = p.PublishFailed
 	for _, n := range c.Errors {
 		p.Errors += n
 	}
@@ -278,7 +291,9 @@ func (o *orchestrator) tick() {
 		o.lat.Merge(o.tickLat)
 		o.tickLat.Reset()
 	}
-	o.res.series.add(now.Sub(o.start).Seconds(), p, float64(c.Connected-o.last.Connected)/dt)
+	if !final || dt >= 0.9*o.cfg.Interval.Seconds() {
+		o.res.series.add(now.Sub(o.start).Seconds(), p, float64(c.Connected-o.last.Connected)/dt)
+	}
 	if o.cfg.Scenario == Idle {
 		o.sampleMemory(context.Background(), now, c.Open)
 	}
@@ -303,7 +318,7 @@ func (o *orchestrator) sampleMemory(ctx context.Context, now time.Time, open int
 // result.
 func (o *orchestrator) finish(ctx context.Context) {
 	o.phase = PhaseDone
-	o.tick() // the last partial interval
+	o.tick(true) // the last progress line; a partial interval is left out of the series
 	res := o.res
 	ownEnd := CPUTime()
 	open := o.fleet.Counts().Open
@@ -325,7 +340,7 @@ func (o *orchestrator) finish(ctx context.Context) {
 	for _, p := range o.pubs {
 		p.close()
 		res.Published += p.sent.Load()
-		res.PublishFailed += p.failed
+		res.PublishFailed += p.failed.Load()
 		res.PublishBehind += p.behind
 		for k, v := range p.errs {
 			res.Errors[k] += v
