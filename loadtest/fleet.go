@@ -17,9 +17,8 @@ import (
 // report. Run uses a Fleet, and so does `shardhub bench --real`, which measures
 // its own server with the same clients.
 //
-// Counts and Drain may be called from any goroutine, but not concurrently
-// with each other on the same Fleet's histograms; Start, Mark and Stop belong
-// to the goroutine that drives the run.
+// Counts may be called from any goroutine; the other methods belong to the
+// goroutine that drives the run.
 type Fleet struct {
 	cfg     Config
 	members []fleet
@@ -125,7 +124,7 @@ func NewFleet(cfg Config, workers int) (*Fleet, error) {
 	rate := max(cfg.RampRate, 0) // negative: as fast as DialConcurrency allows
 	f := &Fleet{cfg: cfg}
 	if workers <= 0 {
-		m, err := newLocalFleet(cfg, 0, cfg.Conns, rate)
+		m, err := newProcessFleet(cfg, 0, cfg.Conns, rate)
 		if err != nil {
 			return nil, err
 		}
@@ -140,6 +139,14 @@ func NewFleet(cfg Config, workers int) (*Fleet, error) {
 		f.members = append(f.members, newRemoteFleet(cfg, i, lo, hi-lo, rate/float64(workers)))
 	}
 	return f, nil
+}
+
+// newProcessFleet returns the member that holds connections [first,
+// first+count) in this process, opened at rate per second: the one place that
+// chooses how this process holds connections, for a run without workers and
+// for each worker process alike.
+func newProcessFleet(cfg Config, first, count int, rate float64) (fleet, error) {
+	return newLocalFleet(cfg, first, count, rate)
 }
 
 // Start begins opening the connections at cfg.RampRate with at most

@@ -104,7 +104,7 @@ func ServeWorker(ctx context.Context, in io.Reader, out io.Writer) error {
 		send(workerMsg{Type: "error", Error: err.Error()})
 		return err
 	}
-	f, err := newLocalFleet(cfg, spec.First, spec.Count, spec.Rate)
+	f, err := newProcessFleet(cfg, spec.First, spec.Count, spec.Rate)
 	if err != nil {
 		send(workerMsg{Type: "error", Error: err.Error()})
 		return err
