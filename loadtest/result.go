@@ -188,7 +188,7 @@ func (r *Result) Report(name string) *report.Report {
 		rep.AddMetricHelp("server_forced_disconnects", forced, "conns", L, "shardhub_forced_disconnects_total during the run, all servers")
 	}
 	if haveSent {
-		rep.AddMetricHelp("server_messages_sent", sent, "msg", I, "shardhub_messages_sent_total during the run, all servers (includes welcomes and replies)")
+		rep.AddMetricHelp("server_messages_sent", sent, "msg", I, "shardhub_messages_sent_total during the run, all servers: publications written to connections")
 	}
 	if r.serverCPU > 0 {
 		rep.AddMetricHelp("server_cpu_seconds", round(r.serverCPU, 3), "s", L, "CPU of all servers during the measured phase (/proc/PID/stat of the --server-pid processes, else their /metrics process_cpu_seconds_total)")
