@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -88,7 +89,7 @@ func TestLoadtestCommand(t *testing.T) {
 	if r.Name != "cli" || r.Kind != report.KindLoadtest {
 		t.Errorf("name %q kind %q", r.Name, r.Kind)
 	}
-	if !strings.Contains(se.String(), "\nmeasure ") {
+	if !regexp.MustCompile(`(?m)^measure +[0-9.]+s conns 20 pub `).MatchString(se.String()) {
 		t.Errorf("no plain progress lines on a non-terminal stderr:\n%s", se.String())
 	}
 	if !strings.Contains(so.String(), "deliveries_per_sec") || !strings.Contains(so.String(), out) {
