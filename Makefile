@@ -10,9 +10,16 @@ STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 all: build
 
+# The commit, linked into the binary so that `shardhub version` and every report
+# name it even where the build info has no VCS stamp (GOFLAGS=-buildvcs=false).
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null)
+DIRTY    ?= $(shell git status --porcelain --untracked-files=no 2>/dev/null | grep -q . && echo true)
+LDFLAGS  ?= -X github.com/shardhub/shardhub/loadtest/report.linkedRevision=$(REVISION) \
+            -X github.com/shardhub/shardhub/loadtest/report.linkedDirty=$(DIRTY)
+
 ## build: compile the shardhub binary into bin/
 build:
-	$(GO) build -trimpath -o $(BIN) ./cmd/shardhub
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/shardhub
 
 ## run: start the server on $(ADDR), single node, nothing else to install
 run: build

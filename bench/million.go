@@ -11,6 +11,7 @@ import (
 	"github.com/HdrHistogram/hdrhistogram-go"
 
 	"github.com/shardhub/shardhub/engine"
+	"github.com/shardhub/shardhub/loadtest"
 	"github.com/shardhub/shardhub/loadtest/report"
 )
 
@@ -50,6 +51,8 @@ func (o *VirtualOptions) defaults() {
 
 // VirtualResult is what a virtual run measured.
 type VirtualResult struct {
+	Started          time.Time
+	Elapsed          time.Duration // the whole run, registering included
 	Conns            int
 	Shards           int
 	RegisterDuration time.Duration
@@ -90,6 +93,7 @@ func settle() {
 // broadcasts that reach all of them.
 func RunVirtual(o VirtualOptions) (*VirtualResult, error) {
 	o.defaults()
+	started := time.Now()
 	cfg := engine.Config{Shards: o.Shards, Logger: quiet()}
 	settle()
 	heap0, stack0, _ := readMem()
@@ -102,12 +106,13 @@ func RunVirtual(o VirtualOptions) (*VirtualResult, error) {
 	settle()
 	heap1, stack1, _ := readMem()
 	res := &VirtualResult{
+		Started:          started,
 		Conns:            o.Conns,
 		Shards:           f.Engine.NumShards(),
 		RegisterDuration: f.Registered,
 		HeapPerConn:      float64(int64(heap1)-int64(heap0)) / float64(o.Conns),
 		StackPerConn:     float64(int64(stack1)-int64(stack0)) / float64(o.Conns),
-		Completion:       hdrhistogram.New(1, int64(time.Minute/time.Microsecond), 3),
+		Completion:       loadtest.NewHistogram(),
 	}
 	o.Progress("registered in %v (%.0f/s); heap %.0f B/conn", f.Registered.Round(time.Millisecond),
 		float64(o.Conns)/f.Registered.Seconds(), res.HeapPerConn)
@@ -147,6 +152,7 @@ func RunVirtual(o VirtualOptions) (*VirtualResult, error) {
 	res.BurstDuration = d
 	res.BurstFrames = f.Frames() - before
 	o.Progress("burst of %d: %v (%.0f deliveries/s)", o.Burst, d.Round(time.Microsecond), float64(res.BurstFrames)/d.Seconds())
+	res.Elapsed = time.Since(started)
 	return res, nil
 }
 
@@ -154,7 +160,11 @@ func RunVirtual(o VirtualOptions) (*VirtualResult, error) {
 func (r *VirtualResult) Report(name string, o VirtualOptions) *report.Report {
 	o.defaults()
 	rep := report.New(report.KindBench, name)
+	rep.Started = r.Started.UTC().Truncate(time.Millisecond)
+	rep.DurationSeconds = r.Elapsed.Round(time.Millisecond).Seconds()
 	_ = rep.SetConfig(o)
+	rep.SetWorkload("mode", "virtual", "conns", r.Conns, "shards", r.Shards, "broadcasts", o.Broadcasts, "burst", o.Burst,
+		"payload_bytes", o.Payload)
 	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 	rep.AddMetricHelp("conns", float64(r.Conns), "conns", report.Informational, "virtual connections registered")
 	rep.AddMetricHelp("shards", float64(r.Shards), "", report.Informational, "engine shards")

@@ -6,23 +6,21 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"runtime"
 	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
 
 	"github.com/shardhub/shardhub/engine"
 	"github.com/shardhub/shardhub/engine/server"
+	"github.com/shardhub/shardhub/loadtest"
 	"github.com/shardhub/shardhub/loadtest/report"
 )
 
@@ -50,8 +48,9 @@ type RealOptions struct {
 	// MemProfile, when set, is a file for a heap profile of the server process
 	// with every connection open and idle (sampling every allocation: slower).
 	MemProfile string `json:"-"`
-	// ClientCommand starts one client worker; the worker runs RunClient. Nil
-	// means this executable with the arguments `bench --client`.
+	// ClientCommand starts one client worker process, which must run
+	// loadtest.ServeWorker: the clients are the load generator's. Nil means
+	// this executable with the arguments `loadtest --worker`.
 	ClientCommand []string `json:"-"`
 	// Progress, when set, receives one line per step.
 	Progress func(format string, args ...any) `json:"-"`
@@ -119,6 +118,8 @@ func (p *PhaseResult) ServerNsPerDelivery() float64 {
 
 // RealResult is one real-socket run.
 type RealResult struct {
+	Started           time.Time
+	Elapsed           time.Duration // the whole run, connecting included
 	Conns             int
 	Shards            int
 	HeapPerConn       float64 // Go heap per idle connection
@@ -137,6 +138,32 @@ func (r *RealResult) Phase(name string) *PhaseResult {
 		}
 	}
 	return nil
+}
+
+// outcome judges the run: shardhub and the raw ceiling must deliver every
+// message (the naive hub drops slow clients by design), and the headline is
+// shardhub against both.
+func (r *RealResult) outcome() *report.Outcome {
+	o := &report.Outcome{Pass: true}
+	for _, name := range []string{PhaseShardhub, PhaseRaw} {
+		if p := r.Phase(name); p != nil && p.Received < p.Expected {
+			o.Pass = false
+			o.Failures = append(o.Failures, fmt.Sprintf("%s delivered %d of %d messages", name, p.Received, p.Expected))
+		}
+	}
+	sh, raw, naive := r.Phase(PhaseShardhub), r.Phase(PhaseRaw), r.Phase(PhaseNaive)
+	if !o.Pass {
+		o.Summary = "FAIL: deliveries were lost"
+		return o
+	}
+	o.Summary = "PASS: every message delivered"
+	if sh != nil && raw != nil && raw.Received > 0 {
+		o.Summary += fmt.Sprintf("; shardhub at %.2f of the raw write ceiling's deliveries/s", sh.DeliveriesPerSec()/raw.DeliveriesPerSec())
+	}
+	if sh != nil && naive != nil && naive.Received > 0 {
+		o.Summary += fmt.Sprintf(", %.2f× the naive hub's", sh.DeliveriesPerSec()/naive.DeliveriesPerSec())
+	}
+	return o
 }
 
 // capture is an http.ResponseWriter whose Hijack records the connection, so
@@ -159,6 +186,7 @@ func (c capture) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 // same sockets through the engine, the raw write ceiling and the naive hub.
 func RunReal(o RealOptions) (*RealResult, error) {
 	o.defaults()
+	started := time.Now()
 	if o.MemProfile != "" {
 		runtime.MemProfileRate = 1 // before the first connection: an exact profile
 	}
@@ -171,6 +199,10 @@ func RunReal(o RealOptions) (*RealResult, error) {
 		defer cancel()
 		_ = e.Shutdown(ctx)
 	}()
+	sourceIPs, err := loadtest.ParseSourceIPs(o.SourceIPs)
+	if err != nil {
+		return nil, err
+	}
 	conns := make([]net.Conn, 0, o.Conns) // allocated before the memory baseline
 	var connsMu sync.Mutex
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -187,17 +219,39 @@ func RunReal(o RealOptions) (*RealResult, error) {
 	go func() { _ = srv.Serve(ln) }()
 	defer srv.Close()
 
+	// The clients are the load generator's, in worker processes, so that the
+	// memory measured below is the server's alone. The fleet allocates its
+	// bookkeeping before the baseline.
+	fleet, err := loadtest.NewFleet(loadtest.Config{
+		URLs:            []string{"ws://" + ln.Addr().String() + "/ws"},
+		Conns:           o.Conns,
+		RampRate:        -1, // as fast as DialConcurrency allows
+		DialConcurrency: 64,
+		ConnectTimeout:  10 * time.Second,
+		SourceIPs:       sourceIPs,
+		ReadBufferSize:  4096,
+		ReadyMatch:      "-", // the phases start once the engine holds every connection
+		WorkerCommand:   o.ClientCommand,
+		Logger:          quiet(),
+	}, o.Workers)
+	if err != nil {
+		return nil, err
+	}
+	scratch := loadtest.NewHistogram()
+
 	settle()
 	heap0, stack0, _ := readMem()
 	rss0, kern0, g0 := readRSS(), readKernelMem(), runtime.NumGoroutine()
 
-	workers, err := startClients(o, "ws://"+ln.Addr().String()+"/ws")
-	if err != nil {
+	defer func() { _, _ = fleet.Stop(scratch, scratch) }()
+	if err := openClients(fleet, o.Conns); err != nil {
 		return nil, err
 	}
-	defer workers.close()
-	o.Progress("%d connections open in %d worker process(es)", o.Conns, len(workers.procs))
-	for e.Connections() < o.Conns {
+	o.Progress("%d connections open in %d worker process(es)", o.Conns, o.Workers)
+	for deadline := time.Now().Add(time.Minute); e.Connections() < o.Conns; {
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("bench: the engine holds %d of %d connections after a minute", e.Connections(), o.Conns)
+		}
 		time.Sleep(50 * time.Millisecond) // the last registrations are in flight
 	}
 	time.Sleep(time.Second)
@@ -206,6 +260,7 @@ func RunReal(o RealOptions) (*RealResult, error) {
 	rss1, kern1, g1 := readRSS(), readKernelMem(), runtime.NumGoroutine()
 	n := float64(o.Conns)
 	res := &RealResult{
+		Started:           started,
 		Conns:             o.Conns,
 		Shards:            e.NumShards(),
 		HeapPerConn:       float64(int64(heap1)-int64(heap0)) / n,
@@ -224,6 +279,9 @@ func RunReal(o RealOptions) (*RealResult, error) {
 	o.Progress("idle: heap %.0f B + stacks %.0f B per connection, RSS %.0f B, kernel %.0f B",
 		res.HeapPerConn, res.StackPerConn, res.RSSPerConn, res.KernelPerConn)
 
+	if _, err := fleet.Mark(); err != nil { // count every connection's deliveries from now on
+		return res, err
+	}
 	connsMu.Lock()
 	sockets := append([]net.Conn(nil), conns...)
 	connsMu.Unlock()
@@ -243,7 +301,7 @@ func RunReal(o RealOptions) (*RealResult, error) {
 				return res, err
 			}
 		}
-		p, err := runPhase(o, workers, i+1, m.name, m.make())
+		p, err := runPhase(o, fleet, i+1, m.name, m.make())
 		stopProfile()
 		if err != nil {
 			return res, fmt.Errorf("bench: phase %s: %w", m.name, err)
@@ -256,7 +314,17 @@ func RunReal(o RealOptions) (*RealResult, error) {
 		o.Progress("%-8s %10.0f deliveries/s, p99 %v, received %d of %d, server CPU %.0f ns/delivery", p.Name,
 			p.DeliveriesPerSec(), time.Duration(p.Latency.ValueAtQuantile(99))*time.Microsecond, p.Received, p.Expected, p.ServerNsPerDelivery())
 	}
+	res.Elapsed = time.Since(started)
 	return res, nil
+}
+
+// MarshalJSON writes o with its duration as a string such as "5s".
+func (o RealOptions) MarshalJSON() ([]byte, error) {
+	type plain RealOptions
+	return json.Marshal(struct {
+		plain
+		Duration report.Duration `json:"duration"`
+	}{plain(o), report.Duration(o.Duration)})
 }
 
 func writeHeapProfile(path string) error {
@@ -293,18 +361,34 @@ func (m engineMode) broadcast(payload []byte) {
 }
 func (engineMode) stop() {}
 
+// openClients starts the fleet and waits until every dial has finished; it
+// fails unless every connection opened.
+func openClients(fleet *loadtest.Fleet, conns int) error {
+	if err := fleet.Start(context.Background()); err != nil {
+		return err
+	}
+	for !fleet.Counts().DialsDone {
+		time.Sleep(20 * time.Millisecond) // each dial is bounded by its connect timeout
+	}
+	if c := fleet.Counts(); c.Connected < int64(conns) {
+		return fmt.Errorf("bench: %d of %d client connections opened (failures: %v)", c.Connected, conns, c.Errors)
+	}
+	return nil
+}
+
+// Bounds on collecting a phase: the clients have received everything, or
+// nothing arrived for phaseIdle, or phaseLimit passed since the last broadcast.
+const (
+	phaseIdle  = 2 * time.Second
+	phaseLimit = 2 * time.Minute
+)
+
 // runPhase offers o.Rate broadcasts per second for o.Duration through b, then
-// collects what the clients received.
-func runPhase(o RealOptions, w *clientSet, id int, name string, b broadcaster) (*PhaseResult, error) {
-	if err := w.send(clientCmd{Cmd: "phase", Phase: id}); err != nil {
-		return nil, err
-	}
-	for _, r := range w.collect() { // every worker counts this phase before it starts
-		if r.Error != "" {
-			return nil, errors.New(r.Error)
-		}
-	}
-	cpu0 := processCPU()
+// collects what the clients received. Each phase publishes as its own
+// publisher (id), so the clients track its sequence afresh.
+func runPhase(o RealOptions, fleet *loadtest.Fleet, id int, name string, b broadcaster) (*PhaseResult, error) {
+	base := fleet.Drain(loadtest.NewHistogram(), loadtest.NewHistogram()) // samples from before the phase are not its own
+	cpu0 := loadtest.CPUTime()
 	start := time.Now()
 	interval := time.Second / time.Duration(o.Rate)
 	payload := make([]byte, 0, o.Payload+64)
@@ -317,59 +401,39 @@ func runPhase(o RealOptions, w *clientSet, id int, name string, b broadcaster) (
 		if d := time.Until(at); d > 0 {
 			time.Sleep(d)
 		}
-		payload = appendBenchPayload(payload[:0], id, uint64(i+1), time.Now().UnixNano(), o.Payload)
+		payload = loadtest.AppendPayload(payload[:0], uint32(id), 0, uint64(i+1), o.Payload)
 		b.broadcast(payload)
 		sent++
 	}
 	b.stop()
-	if err := w.send(clientCmd{Cmd: "end", Phase: id, Expect: sent}); err != nil {
-		return nil, err
-	}
-	p := &PhaseResult{Name: name, Broadcasts: sent, Expected: sent * int64(o.Conns),
-		Latency: hdrhistogram.New(1, int64(10*time.Minute/time.Microsecond), 3)}
-	var last time.Time
-	for _, r := range w.collect() {
-		if r.Error != "" && p.ClientError == "" {
-			p.ClientError = r.Error
+	p := &PhaseResult{Name: name, Broadcasts: sent, Expected: sent * int64(o.Conns), Latency: loadtest.NewHistogram()}
+	deadline := time.Now().Add(phaseLimit)
+	prev, idle := int64(-1), time.Now()
+	for {
+		got := fleet.Counts().Unique - base.Unique
+		if got >= p.Expected || time.Now().After(deadline) {
+			break
 		}
-		p.Received += r.Received
-		p.Duplicates += r.Duplicates
-		p.OutOfOrder += r.OutOfOrder
-		if t := time.Unix(0, r.LastNanos); t.After(last) {
-			last = t
+		if got != prev {
+			prev, idle = got, time.Now()
+		} else if time.Since(idle) > phaseIdle {
+			break
 		}
-		mergeSnapshot(p.Latency, r.Latency)
+		time.Sleep(5 * time.Millisecond)
 	}
-	p.ServerCPU = processCPU() - cpu0
-	p.Elapsed = last.Sub(start)
+	end := fleet.Drain(p.Latency, loadtest.NewHistogram())
+	p.ServerCPU = loadtest.CPUTime() - cpu0
+	p.Received = end.Unique - base.Unique
+	p.Duplicates = end.Duplicates - base.Duplicates
+	p.OutOfOrder = end.OutOfOrder - base.OutOfOrder
+	if dropped := end.Dropped - base.Dropped; dropped > 0 {
+		p.ClientError = fmt.Sprintf("%d connections dropped (client errors so far: %v)", dropped, end.Errors)
+	}
+	p.Elapsed = time.Unix(0, end.LastDelivery).Sub(start)
 	if p.Elapsed <= 0 {
 		p.Elapsed = time.Since(start)
 	}
 	return p, nil
-}
-
-// appendBenchPayload appends {"ph":P,"seq":S,"ts":T,"pad":"xx…"} of about size bytes.
-func appendBenchPayload(dst []byte, phase int, seq uint64, ts int64, size int) []byte {
-	start := len(dst)
-	dst = append(dst, `{"ph":`...)
-	dst = strconv.AppendInt(dst, int64(phase), 10)
-	dst = append(dst, `,"seq":`...)
-	dst = strconv.AppendUint(dst, seq, 10)
-	dst = append(dst, `,"ts":`...)
-	dst = strconv.AppendInt(dst, ts, 10)
-	dst = append(dst, `,"pad":"`...)
-	for len(dst)-start < size-2 {
-		dst = append(dst, 'x')
-	}
-	return append(dst, '"', '}')
-}
-
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // readRSS is this process's resident set size (0 where /proc is missing).
@@ -415,7 +479,12 @@ func readKernelMem() int64 {
 func (r *RealResult) Report(name string, o RealOptions) *report.Report {
 	o.defaults()
 	rep := report.New(report.KindBench, name)
+	rep.Started = r.Started.UTC().Truncate(time.Millisecond)
+	rep.DurationSeconds = r.Elapsed.Round(time.Millisecond).Seconds()
 	_ = rep.SetConfig(o)
+	rep.SetWorkload("mode", "real", "conns", r.Conns, "shards", r.Shards, "rate", o.Rate, "duration", o.Duration,
+		"payload_bytes", o.Payload, "workers", o.Workers)
+	rep.Outcome = r.outcome()
 	rep.AddMetricHelp("conns", float64(r.Conns), "conns", report.Informational, "loopback WebSocket connections, same sockets in every phase")
 	rep.AddMetricHelp("shards", float64(r.Shards), "", report.Informational, "engine shards")
 	rep.AddMetricHelp("idle_heap_bytes_per_conn", r.HeapPerConn, "B", report.LowerIsBetter, "Go heap per idle connection (runtime/metrics, after GC)")
@@ -458,165 +527,4 @@ func (r *RealResult) Report(name string, o RealOptions) *report.Report {
 		rep.Latency = report.LatencyFromHistogram(sh.Latency, "us")
 	}
 	return rep
-}
-
-// clientCmd is a line the benchmark sends to a client worker.
-type clientCmd struct {
-	Cmd       string `json:"cmd"` // connect, phase, end, quit
-	URL       string `json:"url,omitempty"`
-	Conns     int    `json:"conns,omitempty"`
-	SourceIPs string `json:"source_ips,omitempty"`
-	Phase     int    `json:"phase,omitempty"`
-	Expect    int64  `json:"expect,omitempty"` // broadcasts sent in the phase
-}
-
-// clientReport is a line a client worker answers with.
-type clientReport struct {
-	Connected  int       `json:"connected,omitempty"`
-	Received   int64     `json:"received,omitempty"`
-	Duplicates int64     `json:"duplicates,omitempty"`
-	OutOfOrder int64     `json:"out_of_order,omitempty"`
-	LastNanos  int64     `json:"last_nanos,omitempty"`
-	Latency    *snapshot `json:"latency,omitempty"`
-	Error      string    `json:"error,omitempty"`
-}
-
-// snapshot carries a histogram between processes.
-type snapshot = hdrhistogram.Snapshot
-
-func mergeSnapshot(dst *hdrhistogram.Histogram, s *snapshot) {
-	if s == nil {
-		return
-	}
-	dst.Merge(hdrhistogram.Import(s))
-}
-
-// clientSet is the running client worker processes.
-type clientSet struct {
-	procs []*exec.Cmd
-	in    []io.WriteCloser
-	out   []*bufio.Scanner
-}
-
-func startClients(o RealOptions, url string) (*clientSet, error) {
-	cmdline := o.ClientCommand
-	if cmdline == nil {
-		exe, err := os.Executable()
-		if err != nil {
-			return nil, err
-		}
-		cmdline = []string{exe, "bench", "--client"}
-	}
-	ips, err := expandIPs(o.SourceIPs)
-	if err != nil {
-		return nil, err
-	}
-	w := &clientSet{}
-	per := (o.Conns + o.Workers - 1) / o.Workers
-	left := o.Conns
-	for i := range o.Workers {
-		n := min(per, left)
-		left -= n
-		cmd := exec.Command(cmdline[0], cmdline[1:]...)
-		cmd.Stderr = os.Stderr
-		stdin, err := cmd.StdinPipe()
-		if err != nil {
-			return nil, err
-		}
-		stdout, err := cmd.StdoutPipe()
-		if err != nil {
-			return nil, err
-		}
-		if err := cmd.Start(); err != nil {
-			w.close()
-			return nil, fmt.Errorf("bench: starting client worker: %w", err)
-		}
-		sc := bufio.NewScanner(stdout)
-		// Small at first: it is allocated inside the idle-memory measurement,
-		// and grows only for the large result lines that come after it.
-		sc.Buffer(make([]byte, 4<<10), 64<<20)
-		w.procs, w.in, w.out = append(w.procs, cmd), append(w.in, stdin), append(w.out, sc)
-		mine := ips[i*len(ips)/o.Workers : max((i+1)*len(ips)/o.Workers, i*len(ips)/o.Workers+1)]
-		if err := json.NewEncoder(stdin).Encode(clientCmd{Cmd: "connect", URL: url, Conns: n, SourceIPs: strings.Join(mine, ",")}); err != nil {
-			w.close()
-			return nil, err
-		}
-	}
-	for i, r := range w.collect() {
-		if r.Error != "" {
-			w.close()
-			return nil, fmt.Errorf("bench: client worker %d: %s", i, r.Error)
-		}
-	}
-	return w, nil
-}
-
-func (w *clientSet) send(c clientCmd) error {
-	for _, in := range w.in {
-		if err := json.NewEncoder(in).Encode(c); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func (w *clientSet) collect() []clientReport {
-	out := make([]clientReport, len(w.out))
-	for i, sc := range w.out {
-		if !sc.Scan() {
-			out[i].Error = "worker exited"
-			continue
-		}
-		if err := json.Unmarshal(sc.Bytes(), &out[i]); err != nil {
-			out[i].Error = "bad worker output: " + err.Error()
-		}
-	}
-	return out
-}
-
-func (w *clientSet) close() {
-	_ = w.send(clientCmd{Cmd: "quit"})
-	for _, in := range w.in {
-		in.Close()
-	}
-	for _, p := range w.procs {
-		done := make(chan struct{})
-		go func() { _ = p.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			_ = p.Process.Kill()
-			<-done
-		}
-	}
-}
-
-// expandIPs turns "127.0.0.2-127.0.0.9" or "a,b,c" into addresses.
-func expandIPs(spec string) ([]string, error) {
-	var out []string
-	for _, part := range strings.Split(spec, ",") {
-		part = strings.TrimSpace(part)
-		lo, hi, isRange := strings.Cut(part, "-")
-		a := net.ParseIP(lo).To4()
-		if a == nil {
-			return nil, fmt.Errorf("bench: bad source address %q", lo)
-		}
-		if !isRange {
-			out = append(out, a.String())
-			continue
-		}
-		b := net.ParseIP(hi).To4()
-		if b == nil || a[0] != b[0] || a[1] != b[1] || a[2] != b[2] || a[3] > b[3] {
-			return nil, fmt.Errorf("bench: bad source range %q (only the last byte may vary)", part)
-		}
-		for x := int(a[3]); x <= int(b[3]); x++ {
-			out = append(out, net.IPv4(a[0], a[1], a[2], byte(x)).String())
-		}
-	}
-	for _, ip := range out {
-		if !net.ParseIP(ip).IsLoopback() {
-			return nil, fmt.Errorf("bench: source address %s is not loopback", ip)
-		}
-	}
-	return out, nil
 }

@@ -5,20 +5,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shardhub/shardhub/loadtest"
 	"github.com/shardhub/shardhub/loadtest/report"
 )
 
-// clientEnv makes this test binary a client worker of RunReal (see TestMain).
-const clientEnv = "SHARDHUB_BENCH_TEST_CLIENT"
-
+// TestMain makes this test binary a client worker of RunReal when
+// TestRunReal re-executes it.
 func TestMain(m *testing.M) {
-	if os.Getenv(clientEnv) == "1" {
-		if err := RunClient(os.Stdin, os.Stdout); err != nil {
-			os.Stderr.WriteString(err.Error() + "\n")
-			os.Exit(1)
-		}
-		os.Exit(0)
-	}
+	loadtest.ServeWorkerFromEnv()
 	os.Exit(m.Run())
 }
 
@@ -60,7 +54,7 @@ func TestRunReal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Setenv(clientEnv, "1") // read by the worker processes RunReal starts (TestMain)
+	t.Setenv(loadtest.WorkerEnv, "1") // read by the worker processes RunReal starts (TestMain)
 	o := RealOptions{
 		Conns: 300, Rate: 20, Duration: time.Second, Workers: 2,
 		SourceIPs:     "127.0.0.2-127.0.0.3",

@@ -1,6 +1,9 @@
 // Package bench measures shardhub: Go benchmarks over virtual (in-memory)
 // connections, the million-connection run behind `shardhub bench --virtual`, and
-// the real-socket comparison behind `make bench-real`.
+// the real-socket comparison behind `make bench-real`. The real-socket clients
+// are the load generator's (loadtest.Fleet); what is bench's own is the server
+// side: the raw write() ceiling, the naive hub baseline, the virtual
+// connections, and the reports.
 //
 // A virtual connection is an engine connection whose transport is a counting
 // sink: frames are accepted at once and only counted, so what is measured is the

@@ -2,6 +2,7 @@ package loadtest
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net"
@@ -9,6 +10,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/shardhub/shardhub/loadtest/report"
 )
 
 // Scenario is what a run does with its connections.
@@ -460,4 +463,56 @@ func ParseSourceIPs(s string) ([]netip.Addr, error) {
 		return nil, fmt.Errorf("%w: source IPs: more than 65536 addresses", ErrInvalidConfig)
 	}
 	return out, nil
+}
+
+// configJSON is how a Config reads in JSON (reports, worker specs): every
+// duration as people write it ("10s"), which also decodes from the numbers of
+// nanoseconds older reports carry. Its fields shadow Config's fields of the
+// same JSON name.
+type configJSON struct {
+	plainConfig
+	ConnectTimeout report.Duration `json:"connect_timeout"`
+	Duration       report.Duration `json:"duration"`
+	Settle         report.Duration `json:"settle"`
+	Drain          report.Duration `json:"drain"`
+	ReadyTimeout   report.Duration `json:"ready_timeout"`
+	RampTimeout    report.Duration `json:"ramp_timeout"`
+	Interval       report.Duration `json:"interval"`
+	HTTPTimeout    report.Duration `json:"http_timeout"`
+}
+
+// plainConfig is Config without its JSON methods.
+type plainConfig Config
+
+// MarshalJSON writes c with its durations as strings such as "10s".
+func (c Config) MarshalJSON() ([]byte, error) {
+	return json.Marshal(configJSON{
+		plainConfig:    plainConfig(c),
+		ConnectTimeout: report.Duration(c.ConnectTimeout),
+		Duration:       report.Duration(c.Duration),
+		Settle:         report.Duration(c.Settle),
+		Drain:          report.Duration(c.Drain),
+		ReadyTimeout:   report.Duration(c.ReadyTimeout),
+		RampTimeout:    report.Duration(c.RampTimeout),
+		Interval:       report.Duration(c.Interval),
+		HTTPTimeout:    report.Duration(c.HTTPTimeout),
+	})
+}
+
+// UnmarshalJSON reads what MarshalJSON writes, and durations in nanoseconds.
+func (c *Config) UnmarshalJSON(b []byte) error {
+	var j configJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return err
+	}
+	*c = Config(j.plainConfig)
+	c.ConnectTimeout = time.Duration(j.ConnectTimeout)
+	c.Duration = time.Duration(j.Duration)
+	c.Settle = time.Duration(j.Settle)
+	c.Drain = time.Duration(j.Drain)
+	c.ReadyTimeout = time.Duration(j.ReadyTimeout)
+	c.RampTimeout = time.Duration(j.RampTimeout)
+	c.Interval = time.Duration(j.Interval)
+	c.HTTPTimeout = time.Duration(j.HTTPTimeout)
+	return nil
 }

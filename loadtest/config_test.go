@@ -2,9 +2,12 @@ package loadtest
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/netip"
+	"strings"
 	"testing"
+	"time"
 )
 
 func TestValidate(t *testing.T) {
@@ -104,5 +107,43 @@ func TestTooManyConnsPerProcess(t *testing.T) {
 	_, err = Run(context.Background(), Config{URLs: []string{"ws://127.0.0.1:1/ws"}, Conns: int(limit)})
 	if !errors.Is(err, ErrTooManyConns) {
 		t.Errorf("Run with %d conns in one process: %v", limit, err)
+	}
+}
+
+// TestConfigJSON: durations read as people write them, round-trip (worker
+// processes receive their Config as JSON), and older reports' nanoseconds
+// still decode.
+func TestConfigJSON(t *testing.T) {
+	t.Parallel()
+	c := Config{URLs: []string{"ws://127.0.0.1:1/ws"}, Conns: 7, Duration: 10 * time.Second, Settle: 250 * time.Millisecond,
+		Interval: time.Second, Token: "secret"}
+	b, err := json.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"duration":"10s"`, `"settle":"250ms"`, `"interval":"1s"`, `"connect_timeout":"0s"`, `"conns":7`} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("JSON lacks %s: %s", want, b)
+		}
+	}
+	if strings.Contains(string(b), "secret") {
+		t.Error("the token was written")
+	}
+	var back Config
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	if back.Duration != c.Duration || back.Settle != c.Settle || back.Conns != 7 || back.URLs[0] != c.URLs[0] {
+		t.Errorf("round trip: %+v", back)
+	}
+	var old Config
+	if err := json.Unmarshal([]byte(`{"scenario":"broadcast","conns":3,"duration":10000000000,"drain":"5s"}`), &old); err != nil {
+		t.Fatal(err)
+	}
+	if old.Duration != 10*time.Second || old.Drain != 5*time.Second || old.Conns != 3 {
+		t.Errorf("old report config: %+v", old)
+	}
+	if err := json.Unmarshal([]byte(`{"duration":"ten seconds"}`), &old); err == nil {
+		t.Error("a bad duration decoded")
 	}
 }

@@ -16,7 +16,14 @@
 //
 // Run refuses non-loopback targets unless Config.AllowRemote, and every phase is
 // bounded, so a run always ends by itself. A program that sets Config.Workers
-// above one must call ServeWorker when it is started as Config.WorkerCommand.
+// above one must call ServeWorker when it is started as Config.WorkerCommand
+// (ServeWorkerFromEnv does it for a program that starts itself). res.Check
+// judges a run against Limits, and res.Outcome is the verdict its report shows.
+//
+// A tool that measures its own server can drive the clients alone: NewFleet
+// opens connections (in this process or in worker processes), Mark starts
+// counting, Drain and Counts read what arrived, and AppendPayload makes the
+// messages they recognise. `shardhub bench --real` does this.
 //
 // # Concurrency
 //

@@ -1,36 +1,41 @@
 package loadtest
 
 import (
-	"bytes"
 	"context"
 	"errors"
-	"io"
-	"math/rand/v2"
-	"net"
-	"net/http"
-	"net/url"
-	"os"
-	"strconv"
-	"strings"
+	"fmt"
 	"sync"
-	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
 )
 
-// fleet is a set of connections: held by this process (localFleet) or by a
-// worker process (remoteFleet). The orchestrator in Run drives every fleet
-// through start → mark → stop and merges what they report.
+// Fleet is the client connections of a run: the one place that opens and
+// drives the load generator's connections. Its members hold the connections,
+// either in this process (localFleet) or in worker processes (remoteFleet); a
+// Fleet drives them all through Start → Mark → Stop and merges what they
+// report. Run uses a Fleet, and so does `shardhub bench --real`, which measures
+// its own server with the same clients.
+//
+// Counts may be called from any goroutine; the other methods belong to the
+// goroutine that drives the run.
+type Fleet struct {
+	cfg     Config
+	members []fleet
+}
+
+// fleet is one member of a Fleet: a set of connections held by this process
+// (localFleet) or by a worker process (remoteFleet). A new way of holding
+// connections (another I/O model) is another implementation of it.
 type fleet interface {
-	// start begins opening the fleet's connections at its ramp rate.
+	// start begins opening the member's connections at its ramp rate.
 	start(ctx context.Context) error
 	// counts returns the cumulative counters, cheaply.
-	counts() fleetCounts
-	// drain returns the counters and moves the latency and handshake-time
-	// samples recorded since the last drain into lat and conn.
-	drain(lat, conn *hdrhistogram.Histogram) fleetCounts
+	counts() Counts
+	// drain returns the counters, then moves the latency and handshake-time
+	// samples recorded so far into lat and conn: every delivery the returned
+	// counters include has its latency sample in lat by then.
+	drain(lat, conn *hdrhistogram.Histogram) Counts
 	// mark freezes which connections are counted (the ready ones) and returns
 	// their subscriptions; the measured phase starts after it returns.
 	mark() ([]subCount, error)
@@ -39,33 +44,38 @@ type fleet interface {
 	stop(lat, conn *hdrhistogram.Histogram) (fleetFinal, error)
 }
 
-// fleetCounts are a fleet's cumulative counters. They travel as JSON from
-// worker processes, and add up across fleets.
-type fleetCounts struct {
-	Attempted  int64            `json:"attempted"`    // dials started
-	Connected  int64            `json:"connected"`    // handshakes completed
-	Failed     int64            `json:"failed"`       // dials or handshakes that failed
-	Ready      int64            `json:"ready"`        // connections ready (subscribed)
-	Open       int64            `json:"open"`         // connections open now
-	Dropped    int64            `json:"dropped"`      // connections lost before the end
-	Received   int64            `json:"received"`     // frames carrying a marker, every copy
-	Unique     int64            `json:"unique"`       // first copies on counted connections
-	Duplicates int64            `json:"duplicates"`   // further copies
-	OutOfOrder int64            `json:"out_of_order"` // first copies older than one already seen
-	Ignored    int64            `json:"ignored"`      // marker frames on connections not counted
-	Other      int64            `json:"other"`        // frames without a marker (welcome, acks…)
-	Bytes      int64            `json:"bytes"`        // payload bytes of marker frames
-	DialsDone  bool             `json:"dials_done"`   // every dial has finished
-	Errors     map[string]int64 `json:"errors,omitempty"`
+// Counts are a fleet's cumulative counters. They travel as JSON from worker
+// processes, and add up across fleets.
+type Counts struct {
+	Attempted  int64 `json:"attempted"`    // dials started
+	Connected  int64 `json:"connected"`    // handshakes completed
+	Failed     int64 `json:"failed"`       // dials or handshakes that failed
+	Ready      int64 `json:"ready"`        // connections ready (subscribed)
+	Open       int64 `json:"open"`         // connections open now
+	Dropped    int64 `json:"dropped"`      // connections lost before the end
+	Lost       int64 `json:"lost"`         // counted connections (see Fleet.Mark) among Dropped
+	Received   int64 `json:"received"`     // frames carrying a marker, every copy
+	Unique     int64 `json:"unique"`       // first copies on counted connections
+	Duplicates int64 `json:"duplicates"`   // further copies
+	OutOfOrder int64 `json:"out_of_order"` // first copies older than one already seen
+	Ignored    int64 `json:"ignored"`      // marker frames on connections not counted
+	Other      int64 `json:"other"`        // frames without a marker (welcome, acks…)
+	Bytes      int64 `json:"bytes"`        // payload bytes of marker frames
+	// LastDelivery is when the latest first copy arrived, in Unix nanoseconds
+	// (0 before the first); merging keeps the latest.
+	LastDelivery int64            `json:"last_delivery_ns,omitempty"`
+	DialsDone    bool             `json:"dials_done"` // every dial has finished
+	Errors       map[string]int64 `json:"errors,omitempty"`
 }
 
-func (a *fleetCounts) add(b fleetCounts) {
+func (a *Counts) add(b Counts) {
 	a.Attempted += b.Attempted
 	a.Connected += b.Connected
 	a.Failed += b.Failed
 	a.Ready += b.Ready
 	a.Open += b.Open
 	a.Dropped += b.Dropped
+	a.Lost += b.Lost
 	a.Received += b.Received
 	a.Unique += b.Unique
 	a.Duplicates += b.Duplicates
@@ -73,6 +83,7 @@ func (a *fleetCounts) add(b fleetCounts) {
 	a.Ignored += b.Ignored
 	a.Other += b.Other
 	a.Bytes += b.Bytes
+	a.LastDelivery = max(a.LastDelivery, b.LastDelivery)
 	for k, v := range b.Errors {
 		if a.Errors == nil {
 			a.Errors = map[string]int64{}
@@ -83,7 +94,7 @@ func (a *fleetCounts) add(b fleetCounts) {
 
 // fleetFinal is what a fleet reports when it stops.
 type fleetFinal struct {
-	Counts fleetCounts `json:"counts"`
+	Counts Counts `json:"counts"`
 	// CPUMeasured is the CPU time of the fleet's process from mark to stop, and
 	// CPUTotal over its life; both zero for a fleet in the orchestrator's own
 	// process, which measures itself.
@@ -99,423 +110,170 @@ type subCount struct {
 	N       int64 `json:"n"`
 }
 
-// statShard aggregates the receive-side counters of a slice of connections;
-// sharding keeps readers from contending on one cache line and one lock.
-type statShard struct {
-	received, unique, dups, ooo, ignored, other, bytes atomic.Int64
-	lat                                                lockedHist
-	_                                                  [64]byte // keeps neighbouring shards off one cache line
-}
-
-// localFleet is a fleet of connections held by this process: conns
-// [first, first+count) of the run, opened at rate per second.
-type localFleet struct {
-	cfg     Config
-	first   int
-	count   int
-	rate    float64
-	targets []*url.URL
-	header  http.Header
-	ready   []byte // ReadyMatch as bytes; nil: ready after the handshake
-
-	shards   []statShard
-	connectH lockedHist
-
-	attempted, connected, failed, readyN, open, dropped atomic.Int64
-	dialsDone                                           atomic.Bool
-
-	errMu sync.Mutex // guards errs.
-	errs  map[string]int64
-
-	mu       sync.Mutex // guards clients and stopping; held while adding to readWG.
-	clients  []*client
-	stopping atomic.Bool
-
-	ctx    context.Context
-	cancel context.CancelFunc
-	dialWG sync.WaitGroup // dials in flight
-	readWG sync.WaitGroup // reader goroutines
-	rampWG sync.WaitGroup // the ramp goroutine
-}
-
-// client is one connection of a localFleet.
-type client struct {
-	f       *localFleet
-	ws      *wsConn
-	shard   *statShard
-	target  int
-	key     int      // target index the connection expects publications from
-	chans   []uint32 // channels joined (channels scenario)
-	streams []stream // one per (publisher, channel) seen; reader-owned
-	acks    int      // ready-match frames seen; reader-owned
-	ready   atomic.Bool
-	counted atomic.Bool // set by mark: the connection's deliveries count
-	dead    atomic.Bool // the reader has exited
-}
-
-var _ fleet = (*localFleet)(nil)
-
-func newLocalFleet(cfg Config, first, count int, rate float64) (*localFleet, error) {
-	f := &localFleet{cfg: cfg, first: first, count: count, rate: rate, errs: map[string]int64{}}
-	for _, s := range cfg.URLs {
-		u, err := url.Parse(s)
+// NewFleet prepares the connections of cfg: cfg.Conns connections to cfg.URLs,
+// held by this process when workers is 0, else spread evenly over that many
+// worker processes (cfg.WorkerCommand, each running ServeWorker). cfg must be
+// valid (Config.Validate). NewFleet allocates what the fleet needs and opens
+// nothing: a caller measuring its own memory can take its baseline between
+// NewFleet and Start.
+func NewFleet(cfg Config, workers int) (*Fleet, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	rate := max(cfg.RampRate, 0) // negative: as fast as DialConcurrency allows
+	f := &Fleet{cfg: cfg}
+	if workers <= 0 {
+		m, err := newProcessFleet(cfg, 0, cfg.Conns, rate)
 		if err != nil {
 			return nil, err
 		}
-		f.targets = append(f.targets, u)
+		f.members = []fleet{m}
+		return f, nil
 	}
-	f.header = http.Header{}
-	if cfg.Token != "" {
-		f.header.Set("Authorization", "Bearer "+cfg.Token)
+	if workers > cfg.Conns {
+		return nil, fmt.Errorf("%w: Workers: %d worker processes for %d connections", ErrInvalidConfig, workers, cfg.Conns)
 	}
-	if m := readyMatch(cfg); m != "" {
-		f.ready = []byte(m)
+	for i := range workers {
+		lo, hi := cfg.Conns*i/workers, cfg.Conns*(i+1)/workers
+		f.members = append(f.members, newRemoteFleet(cfg, i, lo, hi-lo, rate/float64(workers)))
 	}
-	f.shards = make([]statShard, 16)
-	for i := range f.shards {
-		f.shards[i].lat.h = newHist()
-	}
-	f.connectH.h = newHist()
 	return f, nil
 }
 
-// readyMatch returns the effective ready-match text, "" for none.
-func readyMatch(cfg Config) string {
-	if cfg.ReadyMatch == "-" || cfg.Scenario == Connect || cfg.Scenario == Idle {
-		return ""
-	}
-	return cfg.ReadyMatch
+// newProcessFleet returns the member that holds connections [first,
+// first+count) in this process, opened at rate per second: the one place that
+// chooses how this process holds connections, for a run without workers and
+// for each worker process alike.
+func newProcessFleet(cfg Config, first, count int, rate float64) (fleet, error) {
+	return newLocalFleet(cfg, first, count, rate)
 }
 
-func (f *localFleet) start(ctx context.Context) error {
-	f.ctx, f.cancel = context.WithCancel(ctx)
-	f.rampWG.Add(1)
-	go f.ramp()
+// Start begins opening the connections at cfg.RampRate with at most
+// cfg.DialConcurrency handshakes in flight per process; it returns once the
+// dials are under way (Counts says how they go: DialsDone once every dial has
+// finished). Cancelling ctx stops the dials; the connections stay open until
+// Stop. On error, call Stop to release what was started.
+func (f *Fleet) Start(ctx context.Context) error {
+	for _, m := range f.members {
+		if err := m.start(ctx); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
-// ramp opens the fleet's connections at its rate with at most DialConcurrency
-// handshakes in flight. Runs in its own goroutine.
-func (f *localFleet) ramp() {
-	defer f.rampWG.Done()
-	defer f.dialsDone.Store(true)
-	defer f.dialWG.Wait()
-	sem := make(chan struct{}, f.cfg.DialConcurrency)
-	start := time.Now()
-	timer := time.NewTimer(0)
-	defer timer.Stop()
-	for i := 0; i < f.count; i++ {
-		if f.rate > 0 {
-			if wait := time.Until(start.Add(time.Duration(float64(i) / f.rate * float64(time.Second)))); wait > 0 {
-				timer.Reset(wait)
-				select {
-				case <-timer.C:
-				case <-f.ctx.Done():
-					return
-				}
-			}
-		}
-		select {
-		case sem <- struct{}{}:
-		case <-f.ctx.Done():
-			return
-		}
-		f.attempted.Add(1)
-		f.dialWG.Add(1)
-		go func(i int) {
-			c := f.dial(i)
-			<-sem
-			f.dialWG.Done()
-			if c != nil {
-				c.readLoop()
-				f.readWG.Done()
-			}
-		}(i)
+// Counts returns the cumulative counters of every connection. With worker
+// processes they are as of each worker's last report (every 250 ms).
+func (f *Fleet) Counts() Counts {
+	var c Counts
+	c.DialsDone = true
+	for _, m := range f.members {
+		mc := m.counts()
+		c.add(mc)
+		c.DialsDone = c.DialsDone && mc.DialsDone
 	}
+	return c
 }
 
-// dial opens connection i of the fleet, sends its subscriptions, and returns it
-// registered with readWG, or nil.
-func (f *localFleet) dial(i int) *client {
-	g := f.first + i
-	nt := len(f.targets)
-	c := &client{f: f, target: g % nt, shard: &f.shards[g%len(f.shards)]}
-	c.key = c.target
-	if f.cfg.PublishTo == PublishFirst {
-		c.key = 0
+// Drain returns the counters like Counts, then moves the delivery-latency and
+// handshake-time samples (µs, histograms from NewHistogram) recorded since the
+// last Drain into lat and connect. Every delivery the returned counters include
+// has its latency in lat by then.
+func (f *Fleet) Drain(lat, connect *hdrhistogram.Histogram) Counts {
+	var c Counts
+	c.DialsDone = true
+	for _, m := range f.members {
+		mc := m.drain(lat, connect)
+		c.add(mc)
+		c.DialsDone = c.DialsDone && mc.DialsDone
 	}
-	d := &net.Dialer{Timeout: f.cfg.ConnectTimeout}
-	if src := f.cfg.SourceIPs; len(src) > 0 {
-		ip := src[(g/nt)%len(src)]
-		d.LocalAddr = &net.TCPAddr{IP: ip.AsSlice()}
-		d.Control = bindNoPort
+	return c
+}
+
+// Mark starts counting: from now on, deliveries on the connections that are
+// ready and open count in Counts.Unique (and their latency is recorded), and
+// those are the counted connections. It returns how many there are.
+func (f *Fleet) Mark() (int64, error) {
+	subs, errs := f.mark()
+	var n int64
+	for _, s := range subs {
+		n += s.N
 	}
-	t0 := time.Now()
-	ws, err := dialWS(f.ctx, d, f.targets[c.target], f.header, f.cfg.ReadBufferSize, f.cfg.ConnectTimeout)
-	if err != nil {
-		if f.ctx.Err() != nil {
-			f.countErr("connect_cancelled")
-		} else {
-			f.countErr("connect_" + errorKind(err))
-		}
-		f.failed.Add(1)
-		return nil
-	}
-	f.connectH.record(time.Since(t0).Microseconds())
-	f.connected.Add(1)
-	f.open.Add(1)
-	c.ws = ws
+	return n / f.subsPerConn(), errors.Join(errs...)
+}
+
+// subsPerConn is how many subscriptions each counted connection holds.
+func (f *Fleet) subsPerConn() int64 {
 	if f.cfg.Scenario == Channels {
-		c.chans = pickChannels(f.cfg, g)
+		return int64(f.cfg.SubsPerConn)
 	}
-	for _, ch := range c.chans {
-		msg := strings.ReplaceAll(f.cfg.SubscribeTemplate, "{{channel}}", f.cfg.ChannelPrefix+strconv.Itoa(int(ch)))
-		if err := ws.write(opText, []byte(msg)); err != nil {
-			f.countErr("subscribe_" + errorKind(err))
-			f.open.Add(-1)
-			f.dropped.Add(1)
-			ws.close()
-			return nil
-		}
-	}
-	if f.cfg.Scenario == Broadcast && f.cfg.SubscribeTemplate != "" {
-		// A server that needs a subscription for broadcasts gets one, with the
-		// channel placeholder naming channel 0.
-		msg := strings.ReplaceAll(f.cfg.SubscribeTemplate, "{{channel}}", f.cfg.ChannelPrefix+"0")
-		if err := ws.write(opText, []byte(msg)); err != nil {
-			f.countErr("subscribe_" + errorKind(err))
-		}
-	}
-	if f.ready == nil {
-		c.ready.Store(true)
-		f.readyN.Add(1)
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.stopping.Load() {
-		f.open.Add(-1)
-		ws.close()
-		return nil
-	}
-	f.clients = append(f.clients, c)
-	f.readWG.Add(1)
-	return c
+	return 1
 }
 
-// pickChannels chooses SubsPerConn distinct channels for connection g,
-// reproducibly from the seed.
-func pickChannels(cfg Config, g int) []uint32 {
-	rng := rand.New(rand.NewPCG(cfg.Seed, uint64(g)))
-	var z *rand.Zipf
-	if cfg.Zipf && cfg.Channels > 1 {
-		z = rand.NewZipf(rng, cfg.ZipfS, 1, uint64(cfg.Channels-1))
-	}
-	out := make([]uint32, 0, cfg.SubsPerConn)
-	for tries := 0; len(out) < cfg.SubsPerConn; tries++ {
-		var ch uint32
-		switch {
-		case tries > 64*cfg.SubsPerConn: // a skewed zipf keeps repeating: fill in order
-			ch = uint32(tries % cfg.Channels)
-		case z != nil:
-			ch = uint32(z.Uint64())
-		default:
-			ch = uint32(rng.IntN(cfg.Channels))
-		}
-		dup := false
-		for _, o := range out {
-			dup = dup || o == ch
-		}
-		if !dup {
-			out = append(out, ch)
-		}
-	}
-	return out
-}
-
-// readLoop reads the connection until it fails or the fleet stops. It is the
-// hot path: no allocation per frame. Runs in the connection's goroutine.
-func (c *client) readLoop() {
-	f, sh := c.f, c.shard
-	need := max(len(c.chans), 1)
-	for {
-		_, p, err := c.ws.next()
+// mark marks every member and returns their subscriptions together with the
+// failures of members that did not answer.
+func (f *Fleet) mark() ([]subCount, []error) {
+	var all []subCount
+	var errs []error
+	for _, m := range f.members {
+		subs, err := m.mark()
 		if err != nil {
-			c.dead.Store(true)
-			if !f.stopping.Load() {
-				f.dropped.Add(1)
-				f.countErr(readErrorKind(err))
-			}
-			f.open.Add(-1)
-			c.ws.close()
-			return
-		}
-		now := time.Now().UnixNano()
-		m, ok := findMarker(p)
-		if !ok {
-			sh.other.Add(1)
-			if f.ready != nil && !c.ready.Load() && bytes.Contains(p, f.ready) {
-				if c.acks++; c.acks >= need {
-					c.ready.Store(true)
-					f.readyN.Add(1)
-				}
-			}
+			errs = append(errs, err)
 			continue
 		}
-		sh.received.Add(1)
-		sh.bytes.Add(int64(len(p)))
-		if !c.counted.Load() {
-			sh.ignored.Add(1)
-			continue
-		}
-		switch c.stream(m.pub, m.ch).observe(m.seq) {
-		case arrivedInOrder:
-			sh.unique.Add(1)
-			sh.lat.record((now - m.ts) / 1e3)
-		case arrivedLate, arrivedTooLate:
-			sh.unique.Add(1)
-			sh.ooo.Add(1)
-			sh.lat.record((now - m.ts) / 1e3)
-		case arrivedDuplicate:
-			sh.dups.Add(1)
-		}
+		all = append(all, subs...)
 	}
+	return all, errs
 }
 
-// stream returns the connection's tracker of (pub, ch).
-func (c *client) stream(pub, ch uint32) *stream {
-	for i := range c.streams {
-		if s := &c.streams[i]; s.pub == pub && s.ch == ch {
-			return s
+// Stop closes every connection, moves the last samples into lat and connect
+// and returns the final counters. An error says which worker processes failed;
+// the counters then hold what they reported last.
+func (f *Fleet) Stop(lat, connect *hdrhistogram.Histogram) (Counts, error) {
+	fin, errs := f.stop(lat, connect)
+	return fin.Counts, errors.Join(errs...)
+}
+
+// stop stops every member in parallel and returns their merged final report
+// and failures, merging their last samples into lat and connect.
+func (f *Fleet) stop(lat, connect *hdrhistogram.Histogram) (fleetFinal, []error) {
+	type out struct {
+		fin      fleetFinal
+		lat, con *hdrhistogram.Histogram
+		err      error
+	}
+	outs := make([]out, len(f.members))
+	var wg sync.WaitGroup
+	for i, m := range f.members {
+		wg.Go(func() {
+			outs[i].lat, outs[i].con = NewHistogram(), NewHistogram()
+			outs[i].fin, outs[i].err = m.stop(outs[i].lat, outs[i].con)
+		})
+	}
+	wg.Wait()
+	var total fleetFinal
+	var errs []error
+	for _, x := range outs {
+		if x.err != nil {
+			errs = append(errs, x.err)
+		}
+		total.Counts.add(x.fin.Counts)
+		total.CPUMeasured += x.fin.CPUMeasured
+		total.CPUTotal += x.fin.CPUTotal
+		lat.Merge(x.lat)
+		connect.Merge(x.con)
+	}
+	return total, errs
+}
+
+// workerCPU is the CPU time the worker processes reported last.
+func (f *Fleet) workerCPU() time.Duration {
+	var t time.Duration
+	for _, m := range f.members {
+		if r, ok := m.(*remoteFleet); ok {
+			t += r.cpu()
 		}
 	}
-	c.streams = append(c.streams, stream{pub: pub, ch: ch})
-	return &c.streams[len(c.streams)-1]
-}
-
-func (f *localFleet) countErr(kind string) {
-	f.errMu.Lock()
-	f.errs[kind]++
-	f.errMu.Unlock()
-}
-
-func (f *localFleet) counts() fleetCounts {
-	c := fleetCounts{
-		Attempted: f.attempted.Load(),
-		Connected: f.connected.Load(),
-		Failed:    f.failed.Load(),
-		Ready:     f.readyN.Load(),
-		Open:      f.open.Load(),
-		Dropped:   f.dropped.Load(),
-		DialsDone: f.dialsDone.Load(),
-	}
-	for i := range f.shards {
-		sh := &f.shards[i]
-		c.Received += sh.received.Load()
-		c.Unique += sh.unique.Load()
-		c.Duplicates += sh.dups.Load()
-		c.OutOfOrder += sh.ooo.Load()
-		c.Ignored += sh.ignored.Load()
-		c.Other += sh.other.Load()
-		c.Bytes += sh.bytes.Load()
-	}
-	f.errMu.Lock()
-	if len(f.errs) > 0 {
-		c.Errors = make(map[string]int64, len(f.errs))
-		for k, v := range f.errs {
-			c.Errors[k] = v
-		}
-	}
-	f.errMu.Unlock()
-	return c
-}
-
-func (f *localFleet) drain(lat, conn *hdrhistogram.Histogram) fleetCounts {
-	for i := range f.shards {
-		f.shards[i].lat.drainInto(lat)
-	}
-	f.connectH.drainInto(conn)
-	return f.counts()
-}
-
-func (f *localFleet) mark() ([]subCount, error) {
-	type key struct{ t, ch int }
-	subs := map[key]int64{}
-	f.mu.Lock()
-	for _, c := range f.clients {
-		if !c.ready.Load() || c.dead.Load() {
-			continue
-		}
-		c.counted.Store(true)
-		if len(c.chans) == 0 {
-			subs[key{c.key, 0}]++
-		}
-		for _, ch := range c.chans {
-			subs[key{c.key, int(ch)}]++
-		}
-	}
-	f.mu.Unlock()
-	out := make([]subCount, 0, len(subs))
-	for k, n := range subs {
-		out = append(out, subCount{Target: k.t, Channel: k.ch, N: n})
-	}
-	return out, nil
-}
-
-func (f *localFleet) stop(lat, conn *hdrhistogram.Histogram) (fleetFinal, error) {
-	f.mu.Lock()
-	f.stopping.Store(true)
-	f.mu.Unlock()
-	if f.cancel != nil {
-		f.cancel()
-	}
-	f.rampWG.Wait()
-	f.mu.Lock()
-	for _, c := range f.clients {
-		c.ws.close()
-	}
-	f.mu.Unlock()
-	f.readWG.Wait()
-	return fleetFinal{Counts: f.drain(lat, conn)}, nil
-}
-
-// errorKind names an error for the errors-by-kind table.
-func errorKind(err error) string {
-	var he handshakeError
-	var ce closeError
-	var ne net.Error
-	switch {
-	case errors.As(err, &he):
-		if he.status != 0 {
-			return "http_" + strconv.Itoa(he.status)
-		}
-		return "handshake"
-	case errors.As(err, &ce):
-		return "closed_" + strconv.Itoa(ce.code)
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded):
-		return "timeout"
-	case errors.Is(err, syscall.ECONNREFUSED):
-		return "refused"
-	case errors.Is(err, syscall.ECONNRESET):
-		return "reset"
-	case errors.Is(err, syscall.EADDRNOTAVAIL):
-		return "no_local_port"
-	case errors.Is(err, syscall.EMFILE), errors.Is(err, syscall.ENFILE):
-		return "too_many_files"
-	case errors.Is(err, syscall.EPIPE):
-		return "broken_pipe"
-	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
-		return "eof"
-	case errors.As(err, &ne) && ne.Timeout():
-		return "timeout"
-	}
-	return "other"
-}
-
-// readErrorKind names the error that ended a connection's reads.
-func readErrorKind(err error) string {
-	var ce closeError
-	if errors.As(err, &ce) {
-		return "closed_" + strconv.Itoa(ce.code)
-	}
-	return "read_" + errorKind(err)
+	return t
 }

@@ -19,17 +19,10 @@ import (
 	"github.com/shardhub/shardhub/engine/server"
 )
 
-// workerEnv marks a re-executed test binary as a load-test worker.
-const workerEnv = "SHARDHUB_LOADTEST_TEST_WORKER"
-
+// TestMain makes this test binary a load-test worker when a test re-executes
+// it with WorkerEnv=1.
 func TestMain(m *testing.M) {
-	if os.Getenv(workerEnv) == "1" {
-		if err := ServeWorker(context.Background(), os.Stdin, os.Stdout); err != nil {
-			os.Stderr.WriteString(err.Error() + "\n")
-			os.Exit(1)
-		}
-		os.Exit(0)
-	}
+	ServeWorkerFromEnv()
 	os.Exit(m.Run())
 }
 
@@ -63,6 +56,7 @@ type fakeServer struct {
 
 	mangle     func(n int, body []byte) [][]byte
 	apiBlock   bool          // /api/broadcast never answers
+	apiStatus  int           // when set, /api/broadcast answers it and delivers nothing
 	deliverLag time.Duration // delay before fan-out
 
 	closed chan struct{} // closed when the test ends
@@ -98,6 +92,10 @@ func newFakeServer(tb testing.TB, setup func(*fakeServer)) *fakeServer {
 			case <-r.Context().Done():
 			case <-f.closed:
 			}
+			return
+		}
+		if f.apiStatus != 0 {
+			w.WriteHeader(f.apiStatus)
 			return
 		}
 		f.mu.Lock()

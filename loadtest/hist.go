@@ -14,7 +14,7 @@ const (
 	histDigits = 3
 )
 
-func newHist() *hdrhistogram.Histogram { return hdrhistogram.New(histMin, histMax, histDigits) }
+func NewHistogram() *hdrhistogram.Histogram { return hdrhistogram.New(histMin, histMax, histDigits) }
 
 // recordClamped records v, clamped into the histogram's range.
 func recordClamped(h *hdrhistogram.Histogram, v int64) {
@@ -49,7 +49,7 @@ func exportSparse(h *hdrhistogram.Histogram) *sparseHist {
 }
 
 // countsLen is the length of the counts array of the standard geometry.
-var countsLen = sync.OnceValue(func() int { return len(newHist().Export().Counts) })
+var countsLen = sync.OnceValue(func() int { return len(NewHistogram().Export().Counts) })
 
 // mergeInto adds s to h (which must have the standard geometry).
 func (s *sparseHist) mergeInto(h *hdrhistogram.Histogram) {

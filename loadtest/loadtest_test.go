@@ -2,7 +2,10 @@ package loadtest
 
 import (
 	"context"
+	"net/http"
 	"os"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -51,9 +54,10 @@ func TestBroadcastExactCounts(t *testing.T) {
 	if metric(t, rep, "loss_pct") != 0 || metric(t, rep, "deliveries") != 20*conns {
 		t.Error("report disagrees with the result")
 	}
-	// The server saw the same: every broadcast plus one welcome per connection.
-	if sent := metric(t, rep, "server_messages_sent"); sent != 20*conns+conns {
-		t.Errorf("server_messages_sent = %v, want %d", sent, 20*conns+conns)
+	// The server's ledger saw the same: every broadcast written to every
+	// connection (welcomes are not publications and are not counted there).
+	if sent := metric(t, rep, "server_messages_sent"); sent != 20*conns {
+		t.Errorf("server_messages_sent = %v, want %d", sent, 20*conns)
 	}
 	if metric(t, rep, "server_dropped_broadcasts") != 0 || metric(t, rep, "server_forced_disconnects") != 0 {
 		t.Error("server dropped or evicted")
@@ -63,6 +67,51 @@ func TestBroadcastExactCounts(t *testing.T) {
 	}
 	if s, ok := rep.Series("deliveries_per_sec"); !ok || len(s.T) == 0 {
 		t.Error("no deliveries/s time series")
+	}
+	if last := time.Unix(0, c.LastDelivery); last.Before(res.Started) || last.After(res.Started.Add(res.Elapsed)) {
+		t.Errorf("last delivery at %v, outside the run %v + %v", last, res.Started, res.Elapsed)
+	}
+	// The measured phase and the drain are marked, in order, inside the run.
+	if len(rep.Phases) != 2 || rep.Phases[0].Name != PhaseMeasure || rep.Phases[1].Name != PhaseDrain ||
+		rep.Phases[0].Start <= 0 || rep.Phases[0].End <= rep.Phases[0].Start || rep.Phases[1].Start < rep.Phases[0].End ||
+		rep.Phases[1].End > rep.DurationSeconds {
+		t.Errorf("phases %+v in a run of %vs", rep.Phases, rep.DurationSeconds)
+	}
+	if f := res.Check(Limits{}); len(f) != 0 {
+		t.Errorf("an exact run fails its checks: %+v", f)
+	}
+	if rep.Workload["rate"] != "20" || rep.Workload["duration"] != "1s" || rep.Workload["conns"] != "40" {
+		t.Errorf("workload %v", rep.Workload)
+	}
+}
+
+// TestPublishFailuresAreErrors: a server answering every publish with 404
+// fails the publishes check, and the progress line counts them as errors.
+func TestPublishFailuresAreErrors(t *testing.T) {
+	t.Parallel()
+	srv := newFakeServer(t, func(f *fakeServer) { f.apiStatus = http.StatusNotFound })
+	var mu sync.Mutex
+	var last Progress
+	res := run(t, Config{URLs: []string{srv.URL}, Conns: 5, Rate: 20, Duration: 500 * time.Millisecond,
+		OnProgress: func(p Progress) { mu.Lock(); last = p; mu.Unlock() }})
+	if res.Published == 0 || res.PublishFailed != res.Published || res.Errors["publish_http_404"] != res.Published {
+		t.Fatalf("published %d, failed %d, errors %v", res.Published, res.PublishFailed, res.Errors)
+	}
+	mu.Lock()
+	p := last
+	mu.Unlock()
+	if p.Phase != PhaseDone || p.PublishFailed != res.PublishFailed || p.Errors < p.PublishFailed {
+		t.Errorf("last progress %+v: publish failures not counted as errors", p)
+	}
+	fails := res.Check(DefaultLimits)
+	if len(fails) != 1 || fails[0].Check != CheckPublishes || !strings.Contains(fails[0].Detail, "http_404") {
+		t.Fatalf("checks %+v, want the publishes check failing on http_404", fails)
+	}
+	if o := res.Outcome(DefaultLimits); o.Pass || !strings.HasPrefix(o.Summary, "FAIL") || len(o.Failures) != 1 {
+		t.Errorf("outcome %+v", o)
+	}
+	if f := res.Check(Limits{ConnFailuresPct: 1, PublishFailuresPct: 100}); len(f) != 0 {
+		t.Errorf("a 100%% publish-failure limit still fails: %+v", f)
 	}
 }
 
@@ -283,10 +332,14 @@ func TestConnectAndIdleScenarios(t *testing.T) {
 	if last := rep.Server[0].Memory[len(rep.Server[0].Memory)-1]; last.Conns != 200 || last.Goroutines == 0 {
 		t.Errorf("last memory sample %+v", last)
 	}
-	if g := metric(t, rep, "server_goroutines_per_conn"); g <= 0 {
+	// Zero growth is a result (no goroutine per idle connection): the metrics
+	// are there whenever the server reports its Go memory.
+	for _, name := range []string{"server_go_bytes_per_conn", "server_heap_bytes_per_conn", "server_stack_bytes_per_conn"} {
+		metric(t, rep, name)
+	}
+	if g := metric(t, rep, "server_goroutines_per_conn"); g < 0 {
 		t.Errorf("goroutines per conn = %v", g)
 	}
-	metric(t, rep, "server_go_bytes_per_conn")
 }
 
 func TestSeveralTargetsAndSourceIPs(t *testing.T) {

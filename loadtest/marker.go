@@ -3,6 +3,7 @@ package loadtest
 import (
 	"bytes"
 	"strconv"
+	"time"
 )
 
 // The marker is how a receiver recognises a load-test message inside whatever
@@ -25,6 +26,16 @@ type marker struct {
 	pub, ch uint32 // publisher (target index) and channel index
 	seq     uint64 // 1-based sequence number within (pub, ch)
 	ts      int64  // send time, Unix nanoseconds
+}
+
+// AppendPayload appends to dst a JSON payload of about size bytes (at least
+// the marker's ~50) that a Fleet's connections recognise wherever the server
+// puts it in the frames it delivers: message seq (1-based, counted per
+// publisher and channel) of publisher on channel, sent now. The connections
+// check each (publisher, channel) sequence for loss, duplicates and order, and
+// record the latency from now to arrival.
+func AppendPayload(dst []byte, publisher, channel uint32, seq uint64, size int) []byte {
+	return appendPayload(dst, marker{pub: publisher, ch: channel, seq: seq, ts: time.Now().UnixNano()}, size)
 }
 
 // appendPayload appends a JSON payload of about size bytes carrying m.

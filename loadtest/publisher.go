@@ -27,8 +27,8 @@ type publisher struct {
 	ws     *wsConn // publisher connection (PublishWS)
 
 	sent     atomic.Int64 // publish attempts, read by the progress line
+	failed   atomic.Int64 // publishes that failed, read by the progress line
 	accepted []int64      // per channel: accepted by the server; owned by run, read after it returns
-	failed   int64        // owned by run
 	behind   int64        // messages the schedule wanted but time ran out for; owned by run
 	errs     map[string]int64
 	rtt      lockedHist // request round trips (HTTP) or write times (WS), µs
@@ -40,7 +40,7 @@ func newPublisher(cfg Config, target int, client *http.Client) *publisher {
 	if len(cfg.APIs) == len(cfg.URLs) {
 		p.api = cfg.APIs[target]
 	}
-	p.rtt.h = newHist()
+	p.rtt.h = NewHistogram()
 	n := 1
 	if cfg.Scenario == Channels {
 		n = cfg.Channels
@@ -134,7 +134,7 @@ func (p *publisher) run(ctx context.Context, d time.Duration) {
 		}
 		p.rtt.record(time.Since(t0).Microseconds())
 		if err != nil {
-			p.failed++
+			p.failed.Add(1)
 			p.errs[err.Error()]++
 			continue
 		}
@@ -229,12 +229,13 @@ func (ps publishers) run(ctx context.Context, d time.Duration) {
 	wg.Wait()
 }
 
-func (ps publishers) sent() int64 {
-	var n int64
+// sent returns the publish attempts so far and how many of them failed.
+func (ps publishers) sent() (attempts, failed int64) {
 	for _, p := range ps {
-		n += p.sent.Load()
+		attempts += p.sent.Load()
+		failed += p.failed.Load()
 	}
-	return n
+	return attempts, failed
 }
 
 // expected is the number of deliveries the accepted publications owe the

@@ -18,7 +18,7 @@ type Result struct {
 	Interrupted bool // the context was cancelled before the run completed
 
 	// Counts are the connections' final counters, merged over all workers.
-	Counts fleetCounts
+	Counts Counts
 	// Counted is the number of connections whose deliveries count (ready at the
 	// start of the measured phase); Subscriptions their (target, channel) pairs.
 	Counted, Subscriptions int64
@@ -32,6 +32,8 @@ type Result struct {
 	// ConnectSeconds is the connection phase; MeasureSeconds the publishing or
 	// holding phase; DrainSeconds the wait for late deliveries.
 	ConnectSeconds, MeasureSeconds, DrainSeconds float64
+	// Phases are the measured phase and the drain, in seconds since Started.
+	Phases []report.Span
 	// LoadgenCPU is the CPU time all load-generator processes used during the
 	// measured phase and drain.
 	LoadgenCPU time.Duration
@@ -109,6 +111,8 @@ func (r *Result) Report(name string) *report.Report {
 	rep.Started = r.Started.UTC().Truncate(time.Millisecond)
 	rep.DurationSeconds = round(r.Elapsed.Seconds(), 3)
 	_ = rep.SetConfig(cfg)
+	r.setWorkload(rep)
+	rep.Phases = r.Phases
 	c := r.Counts
 	H, L, I := report.HigherIsBetter, report.LowerIsBetter, report.Informational
 
@@ -184,7 +188,7 @@ func (r *Result) Report(name string) *report.Report {
 		rep.AddMetricHelp("server_forced_disconnects", forced, "conns", L, "shardhub_forced_disconnects_total during the run, all servers")
 	}
 	if haveSent {
-		rep.AddMetricHelp("server_messages_sent", sent, "msg", I, "shardhub_messages_sent_total during the run, all servers (includes welcomes and replies)")
+		rep.AddMetricHelp("server_messages_sent", sent, "msg", I, "shardhub_messages_sent_total during the run, all servers: publications written to connections")
 	}
 	if r.serverCPU > 0 {
 		rep.AddMetricHelp("server_cpu_seconds", round(r.serverCPU, 3), "s", L, "CPU of all servers during the measured phase (/proc/PID/stat of the --server-pid processes, else their /metrics process_cpu_seconds_total)")
@@ -228,11 +232,31 @@ func (r *Result) Report(name string) *report.Report {
 	return rep
 }
 
+// setWorkload records the settings that define what the run measured, so
+// that compare can tell when two runs measured different things.
+func (r *Result) setWorkload(rep *report.Report) {
+	cfg := r.Config
+	rep.SetWorkload("scenario", cfg.Scenario, "conns", cfg.Conns, "targets", len(cfg.URLs), "workers", cfg.Workers,
+		"duration", cfg.Duration)
+	switch cfg.Scenario {
+	case Broadcast, Channels:
+		rep.SetWorkload("rate", cfg.Rate, "size", cfg.Size, "publish", cfg.Publish, "publish_to", cfg.PublishTo)
+	case Connect:
+		rep.SetWorkload("ramp", cfg.RampRate, "dial_concurrency", cfg.DialConcurrency)
+	}
+	if cfg.Scenario == Channels {
+		rep.SetWorkload("channels", cfg.Channels, "subs_per_conn", cfg.SubsPerConn, "zipf", cfg.Zipf)
+		if cfg.Zipf {
+			rep.SetWorkload("zipf_s", cfg.ZipfS)
+		}
+	}
+}
+
 // idleMetrics derives the servers' memory per connection from the baseline
 // sample (before connecting) and the last sample of the hold.
 func (r *Result) idleMetrics(rep *report.Report) {
 	var dHeap, dStack, dGo, dRSS, dG float64
-	var have bool
+	var have, haveGo bool
 	for i, s := range r.Servers {
 		if len(s.Memory) == 0 || i >= len(r.baseMem) {
 			continue
@@ -244,6 +268,7 @@ func (r *Result) idleMetrics(rep *report.Report) {
 		dRSS += float64(last.RSS) - float64(base.RSS)
 		dG += float64(last.Goroutines) - float64(base.Goroutines)
 		have = true
+		haveGo = haveGo || last.GoTotal != 0 // the server reports Go memory (/api/stats), not only RSS
 	}
 	n := float64(r.Counted)
 	if !have || n == 0 {
@@ -254,7 +279,7 @@ func (r *Result) idleMetrics(rep *report.Report) {
 	if dRSS != 0 {
 		rep.AddMetricHelp("server_rss_bytes_per_conn", round(dRSS/n, 1), "B", L, "resident memory growth per held connection, all servers")
 	}
-	if dGo != 0 {
+	if haveGo { // zero growth is a result, not a missing reading
 		rep.AddMetricHelp("server_go_bytes_per_conn", round(dGo/n, 1), "B", L, "Go runtime memory (all classes) growth per connection")
 		rep.AddMetricHelp("server_heap_bytes_per_conn", round(dHeap/n, 1), "B", L, "heap in use growth per connection")
 		rep.AddMetricHelp("server_stack_bytes_per_conn", round(dStack/n, 1), "B", L, "goroutine stack growth per connection")

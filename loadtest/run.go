@@ -33,12 +33,17 @@ type Progress struct {
 	Failed    int64 // dials and handshakes that failed
 	Dropped   int64 // connections lost after connecting
 	Published int64 // publish attempts so far
+	// PublishFailed counts the publishes that failed (an HTTP answer other
+	// than 2xx, a timeout, a failed write).
+	PublishFailed int64
 	// Deliveries counts first copies received on counted connections.
 	Deliveries int64
 	// DeliveriesPerSec and the percentiles cover the last interval only.
 	DeliveriesPerSec float64
 	P50, P99         time.Duration
-	Errors           int64
+	// Errors counts every failure so far: the connections' (failed dials,
+	// handshakes, drops, close codes) and PublishFailed.
+	Errors int64
 	// CPU is the load generator's CPU use over the last interval, in cores
 	// (all its processes).
 	CPU float64
@@ -75,14 +80,14 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 type orchestrator struct {
 	cfg    Config
 	start  time.Time
-	fleets []fleet
+	fleet  *Fleet
 	pubs   publishers
 	probes []*probe
 	client *http.Client
 	res    *Result
 
 	lat, connH, tickLat *hdrhistogram.Histogram
-	last                fleetCounts
+	last                Counts
 	lastT               time.Time
 	lastCPU             time.Duration
 	phase               string
@@ -95,7 +100,7 @@ func (o *orchestrator) run(ctx context.Context) (*Result, error) {
 	cfg := o.cfg
 	o.res = &Result{Config: cfg, Started: o.start, Errors: map[string]int64{}}
 	o.res.series.minPeakDT = cfg.Interval.Seconds() / 2
-	o.lat, o.connH, o.tickLat = newHist(), newHist(), newHist()
+	o.lat, o.connH, o.tickLat = NewHistogram(), NewHistogram(), NewHistogram()
 	o.client = &http.Client{Transport: &http.Transport{
 		MaxIdleConnsPerHost: 16,
 		IdleConnTimeout:     30 * time.Second,
@@ -124,29 +129,16 @@ func (o *orchestrator) run(ctx context.Context) (*Result, error) {
 }
 
 func (o *orchestrator) startFleets(ctx context.Context) error {
-	cfg := o.cfg
-	rate := cfg.RampRate
-	if rate < 0 {
-		rate = 0
+	workers := o.cfg.Workers
+	if workers <= 1 {
+		workers = 0 // this process holds the connections
 	}
-	if cfg.Workers <= 1 {
-		f, err := newLocalFleet(cfg, 0, cfg.Conns, rate)
-		if err != nil {
-			return err
-		}
-		o.fleets = []fleet{f}
-	} else {
-		for i := range cfg.Workers {
-			lo, hi := cfg.Conns*i/cfg.Workers, cfg.Conns*(i+1)/cfg.Workers
-			o.fleets = append(o.fleets, newRemoteFleet(cfg, i, lo, hi-lo, rate/float64(cfg.Workers)))
-		}
+	f, err := NewFleet(o.cfg, workers)
+	if err != nil {
+		return err
 	}
-	for _, f := range o.fleets {
-		if err := f.start(ctx); err != nil {
-			return err
-		}
-	}
-	return nil
+	o.fleet = f
+	return f.Start(ctx)
 }
 
 // measure runs the phases from connecting to draining; each ends early when
@@ -154,7 +146,7 @@ func (o *orchestrator) startFleets(ctx context.Context) error {
 func (o *orchestrator) measure(ctx context.Context) {
 	cfg := o.cfg
 	o.phase = PhaseConnect
-	if !o.wait(ctx, cfg.RampTimeout, func(c fleetCounts) bool { return c.DialsDone }) {
+	if !o.wait(ctx, cfg.RampTimeout, func(c Counts) bool { return c.DialsDone }) {
 		if ctx.Err() != nil {
 			return
 		}
@@ -162,11 +154,11 @@ func (o *orchestrator) measure(ctx context.Context) {
 	}
 	o.res.ConnectSeconds = time.Since(o.start).Seconds()
 	o.phase = PhaseReady
-	if !o.wait(ctx, cfg.ReadyTimeout, func(c fleetCounts) bool { return c.Ready >= c.Open }) {
+	if !o.wait(ctx, cfg.ReadyTimeout, func(c Counts) bool { return c.Ready >= c.Open }) {
 		if ctx.Err() != nil {
 			return
 		}
-		c := o.counts()
+		c := o.fleet.Counts()
 		o.res.Notes = append(o.res.Notes, fmt.Sprintf("%d of %d open connections were not ready after %s and are not counted", c.Open-c.Ready, c.Open, cfg.ReadyTimeout))
 	}
 	if cfg.Settle > 0 && !o.wait(ctx, cfg.Settle, nil) && ctx.Err() != nil {
@@ -183,24 +175,19 @@ func (o *orchestrator) measure(ctx context.Context) {
 		}
 	}
 	o.subs = map[[2]int]int64{}
-	for _, f := range o.fleets {
-		subs, err := f.mark()
-		if err != nil {
-			o.res.Notes = append(o.res.Notes, err.Error())
-			continue
-		}
-		for _, s := range subs {
-			o.subs[[2]int{s.Target, s.Channel}] += s.N
-			o.res.Subscriptions += s.N
-		}
+	subs, errs := o.fleet.mark()
+	for _, err := range errs {
+		o.res.Notes = append(o.res.Notes, err.Error())
+	}
+	for _, s := range subs {
+		o.subs[[2]int{s.Target, s.Channel}] += s.N
+		o.res.Subscriptions += s.N
 	}
 	// Every counted connection holds exactly one stream per channel it joined.
-	o.res.Counted = o.res.Subscriptions
-	if cfg.Scenario == Channels {
-		o.res.Counted /= int64(cfg.SubsPerConn)
-	}
-	o.res.markCPU = cpuTime()
+	o.res.Counted = o.res.Subscriptions / o.fleet.subsPerConn()
+	o.res.markCPU = CPUTime()
 	o.res.markT = time.Now()
+	since := func(t time.Time) float64 { return round(t.Sub(o.start).Seconds(), 3) }
 	for _, p := range o.probes {
 		o.res.markServer = append(o.res.markServer, p.scrape(context.WithoutCancel(ctx)))
 	}
@@ -215,30 +202,33 @@ func (o *orchestrator) measure(ctx context.Context) {
 			o.pubs.run(ctx, cfg.Duration)
 			done.Store(true)
 		}()
-		o.wait(ctx, cfg.Duration+max(time.Second, cfg.Duration/10)+cfg.HTTPTimeout+time.Second, func(fleetCounts) bool { return done.Load() })
+		o.wait(ctx, cfg.Duration+max(time.Second, cfg.Duration/10)+cfg.HTTPTimeout+time.Second, func(Counts) bool { return done.Load() })
 		wg.Wait()
-		o.res.MeasureSeconds = time.Since(o.res.markT).Seconds()
+		t0 := time.Now()
+		o.res.MeasureSeconds = t0.Sub(o.res.markT).Seconds()
+		o.res.Phases = append(o.res.Phases, report.Span{Name: PhaseMeasure, Start: since(o.res.markT), End: since(t0)})
 		o.res.Expected = o.pubs.expected(o.subs)
 		if ctx.Err() != nil {
 			return
 		}
 		o.phase = PhaseDrain
-		t0 := time.Now()
-		if !o.wait(ctx, cfg.Drain, func(c fleetCounts) bool { return c.Unique >= o.res.Expected }) && ctx.Err() == nil {
+		if !o.wait(ctx, cfg.Drain, func(c Counts) bool { return c.Unique >= o.res.Expected }) && ctx.Err() == nil {
 			o.res.Notes = append(o.res.Notes, fmt.Sprintf("deliveries still missing after the %s drain", cfg.Drain))
 		}
 		o.res.DrainSeconds = time.Since(t0).Seconds()
+		o.res.Phases = append(o.res.Phases, report.Span{Name: PhaseDrain, Start: since(t0), End: since(time.Now())})
 	case Connect, Idle:
 		if cfg.Duration > 0 {
 			o.wait(ctx, cfg.Duration, nil)
 		}
 		o.res.MeasureSeconds = time.Since(o.res.markT).Seconds()
+		o.res.Phases = append(o.res.Phases, report.Span{Name: PhaseMeasure, Start: since(o.res.markT), End: since(time.Now())})
 	}
 }
 
 // wait samples until cond holds (checked every 20ms on cheap counters), d
 // passes, or ctx is done; it reports whether cond held. A nil cond waits d.
-func (o *orchestrator) wait(ctx context.Context, d time.Duration, cond func(fleetCounts) bool) bool {
+func (o *orchestrator) wait(ctx context.Context, d time.Duration, cond func(Counts) bool) bool {
 	deadline := time.NewTimer(d)
 	defer deadline.Stop()
 	poll := time.NewTicker(20 * time.Millisecond)
@@ -246,7 +236,7 @@ func (o *orchestrator) wait(ctx context.Context, d time.Duration, cond func(flee
 	tick := time.NewTicker(o.cfg.Interval)
 	defer tick.Stop()
 	for {
-		if cond != nil && cond(o.counts()) {
+		if cond != nil && cond(o.fleet.Counts()) {
 			return true
 		}
 		select {
@@ -255,41 +245,22 @@ func (o *orchestrator) wait(ctx context.Context, d time.Duration, cond func(flee
 		case <-deadline.C:
 			return cond == nil
 		case <-tick.C:
-			o.tick()
+			o.tick(false)
 		case <-poll.C:
 		}
 	}
 }
 
-func (o *orchestrator) counts() fleetCounts {
-	var c fleetCounts
-	c.DialsDone = true
-	for _, f := range o.fleets {
-		fc := f.counts()
-		c.add(fc)
-		c.DialsDone = c.DialsDone && fc.DialsDone
-	}
-	return c
-}
-
 // cpuNow is the CPU time of every load-generator process so far.
-func (o *orchestrator) cpuNow() time.Duration {
-	t := cpuTime()
-	for _, f := range o.fleets {
-		if r, ok := f.(*remoteFleet); ok {
-			t += r.cpu()
-		}
-	}
-	return t
-}
+func (o *orchestrator) cpuNow() time.Duration { return CPUTime() + o.fleet.workerCPU() }
 
-// tick samples every fleet: one time-series point and one progress report.
-func (o *orchestrator) tick() {
+// tick samples the fleet: one progress report and one time-series point,
+// except for the last, partial interval of a run (final), whose rates cover a
+// fraction of an interval in which the run was winding down: drawn, it would
+// end every chart in a drop that never happened.
+func (o *orchestrator) tick(final bool) {
 	now := time.Now()
-	var c fleetCounts
-	for _, f := range o.fleets {
-		c.add(f.drain(o.tickLat, o.connH))
-	}
+	c := o.fleet.Drain(o.tickLat, o.connH)
 	dt := now.Sub(o.lastT).Seconds()
 	if dt <= 0 {
 		dt = 1e-9
@@ -308,8 +279,9 @@ func (o *orchestrator) tick() {
 		CPU:              (cpu - o.lastCPU).Seconds() / dt,
 	}
 	if o.pubs != nil {
-		p.Published = o.pubs.sent()
+		p.Published, p.PublishFailed = o.pubs.sent()
 	}
+	p.Errors = p.PublishFailed
 	for _, n := range c.Errors {
 		p.Errors += n
 	}
@@ -319,7 +291,9 @@ func (o *orchestrator) tick() {
 		o.lat.Merge(o.tickLat)
 		o.tickLat.Reset()
 	}
-	o.res.series.add(now.Sub(o.start).Seconds(), p, float64(c.Connected-o.last.Connected)/dt)
+	if !final || dt >= 0.9*o.cfg.Interval.Seconds() {
+		o.res.series.add(now.Sub(o.start).Seconds(), p, float64(c.Connected-o.last.Connected)/dt)
+	}
 	if o.cfg.Scenario == Idle {
 		o.sampleMemory(context.Background(), now, c.Open)
 	}
@@ -344,10 +318,10 @@ func (o *orchestrator) sampleMemory(ctx context.Context, now time.Time, open int
 // result.
 func (o *orchestrator) finish(ctx context.Context) {
 	o.phase = PhaseDone
-	o.tick() // the last partial interval
+	o.tick(true) // the last progress line; a partial interval is left out of the series
 	res := o.res
-	ownEnd := cpuTime()
-	open := o.counts().Open
+	ownEnd := CPUTime()
+	open := o.fleet.Counts().Open
 	if o.cfg.Scenario == Idle {
 		o.sampleMemory(ctx, time.Now(), open)
 	}
@@ -366,7 +340,7 @@ func (o *orchestrator) finish(ctx context.Context) {
 	for _, p := range o.pubs {
 		p.close()
 		res.Published += p.sent.Load()
-		res.PublishFailed += p.failed
+		res.PublishFailed += p.failed.Load()
 		res.PublishBehind += p.behind
 		for k, v := range p.errs {
 			res.Errors[k] += v
@@ -399,44 +373,22 @@ func (o *orchestrator) finish(ctx context.Context) {
 
 func (o *orchestrator) pubRTT() *hdrhistogram.Histogram {
 	if o.res.PublishRTT == nil {
-		o.res.PublishRTT = newHist()
+		o.res.PublishRTT = NewHistogram()
 	}
 	return o.res.PublishRTT
 }
 
-// stopFleets stops every fleet in parallel and returns their merged counts,
-// merging their last samples into the run's histograms.
-func (o *orchestrator) stopFleets() fleetCounts {
-	type out struct {
-		fin      fleetFinal
-		lat, con *hdrhistogram.Histogram
-		err      error
+// stopFleets stops the fleet and returns its final counts, merging its last
+// samples into the run's histograms and its failures into the notes.
+func (o *orchestrator) stopFleets() Counts {
+	if o.fleet == nil {
+		return Counts{}
 	}
-	outs := make([]out, len(o.fleets))
-	var wg sync.WaitGroup
-	for i, f := range o.fleets {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			outs[i].lat, outs[i].con = newHist(), newHist()
-			outs[i].fin, outs[i].err = f.stop(outs[i].lat, outs[i].con)
-		}()
+	fin, errs := o.fleet.stop(o.lat, o.connH)
+	for _, err := range errs {
+		o.res.Notes = append(o.res.Notes, err.Error())
 	}
-	wg.Wait()
-	var total fleetCounts
-	for _, x := range outs {
-		if x.err != nil && o.res != nil {
-			o.res.Notes = append(o.res.Notes, x.err.Error())
-		}
-		total.add(x.fin.Counts)
-		if o.lat != nil {
-			o.lat.Merge(x.lat)
-			o.connH.Merge(x.con)
-		}
-		if o.res != nil {
-			o.res.workerCPUMeasured += x.fin.CPUMeasured
-			o.res.workerCPUTotal += x.fin.CPUTotal
-		}
-	}
-	return total
+	o.res.workerCPUMeasured += fin.CPUMeasured
+	o.res.workerCPUTotal += fin.CPUTotal
+	return fin.Counts
 }

@@ -7,5 +7,5 @@ import "time"
 // RaiseFileLimit does nothing on this platform and reports no limit.
 func RaiseFileLimit() (uint64, error) { return 1 << 20, nil }
 
-// cpuTime is unknown on this platform.
-func cpuTime() time.Duration { return 0 }
+// CPUTime is unknown on this platform: it returns 0.
+func CPUTime() time.Duration { return 0 }

@@ -25,8 +25,10 @@ func RaiseFileLimit() (uint64, error) {
 	return uint64(rl.Cur), nil
 }
 
-// cpuTime returns the user and system CPU time this process has used.
-func cpuTime() time.Duration {
+// CPUTime returns the user and system CPU time this process has used. The
+// load generator reads it around its measured phase; `shardhub bench --real`
+// reads the CPU of the server it runs in-process.
+func CPUTime() time.Duration {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
 		return 0

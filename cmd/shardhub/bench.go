@@ -3,7 +3,7 @@ package main
 import (
 	"flag"
 	"fmt"
-	"os"
+	"io"
 	"time"
 
 	"github.com/shardhub/shardhub/bench"
@@ -14,13 +14,25 @@ func init() {
 	register("bench", "benchmark the engine: --virtual (in-memory connections) or --real (loopback sockets)", runBench)
 }
 
-func runBench(args []string) int {
-	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+const benchUsage = `usage: shardhub bench --virtual [--conns 1000000] | --real [--conns 19000]
+
+--virtual registers in-memory connections in one engine and times broadcasts
+that reach all of them. --real serves loopback sockets and runs shardhub, the
+raw write() ceiling and a naive hub on the same sockets (docs/benchmarks.md).
+
+Exit codes: 0 done; 1 the benchmark failed; 2 bad usage; 3 shardhub or the
+raw ceiling lost deliveries (--real).`
+
+// exitBenchLoss is bench --real's exit code when a phase that must deliver
+// everything did not.
+const exitBenchLoss = 3
+
+func runBench(args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("bench", stderr)
 	virtual := fs.Bool("virtual", false, "virtual (in-memory) connections: measures the engine alone")
 	real := fs.Bool("real", false, "real loopback sockets: shardhub vs the raw write ceiling vs a naive hub, in one run")
-	client := fs.Bool("client", false, "internal: run as a client worker of --real (commands on stdin)")
 	var vo bench.VirtualOptions
-	fs.IntVar(&vo.Conns, "conns", 1_000_000, "connections")
+	fs.IntVar(&vo.Conns, "conns", 1_000_000, "connections (--real: default 19000)")
 	fs.IntVar(&vo.Shards, "shards", 0, "engine shards (0 = GOMAXPROCS)")
 	fs.IntVar(&vo.Broadcasts, "broadcasts", 50, "single broadcasts to time (--virtual)")
 	fs.IntVar(&vo.Burst, "burst", 100, "broadcasts sent back to back in the burst phase (--virtual)")
@@ -35,32 +47,42 @@ func runBench(args []string) int {
 	name := fs.String("name", "", "report name (default from the mode and size)")
 	jsonOut := fs.String("json", "", "write the report as JSON to this file")
 	htmlOut := fs.String("html", "", "write the report as a self-contained HTML page to this file")
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: shardhub bench --virtual [--conns 1000000] | --real [--conns 19000]\n\nflags:")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-	if *client {
-		if err := bench.RunClient(os.Stdin, os.Stdout); err != nil {
-			fmt.Fprintln(os.Stderr, "shardhub bench --client:", err)
-			return 1
-		}
-		return 0
+	if _, code, done := parseFlags(fs, args, benchUsage, stdout, false); done {
+		return code
 	}
 	if *virtual == *real {
-		fmt.Fprintln(os.Stderr, "shardhub bench: choose exactly one of --virtual and --real")
-		fs.Usage()
-		return 2
+		fmt.Fprintln(stderr, "shardhub bench: choose exactly one of --virtual and --real")
+		usageHint(fs)
+		return exitUsage
 	}
-	progress := func(format string, a ...any) { fmt.Fprintf(os.Stderr, "bench: "+format+"\n", a...) }
+	for _, c := range []struct {
+		flag string
+		v    int
+	}{{"conns", vo.Conns}, {"broadcasts", vo.Broadcasts}, {"burst", vo.Burst}, {"payload", vo.Payload}, {"rate", ro.Rate}} {
+		if c.v <= 0 {
+			fmt.Fprintf(stderr, "shardhub bench: --%s: %d must be positive\n", c.flag, c.v)
+			return exitUsage
+		}
+	}
+	switch {
+	case vo.Shards < 0:
+		fmt.Fprintf(stderr, "shardhub bench: --shards: %d is negative (0 = GOMAXPROCS)\n", vo.Shards)
+		return exitUsage
+	case ro.Workers < 0:
+		fmt.Fprintf(stderr, "shardhub bench: --workers: %d is negative (0 = one per 9,500 connections)\n", ro.Workers)
+		return exitUsage
+	case ro.Duration <= 0:
+		fmt.Fprintf(stderr, "shardhub bench: --duration: %s must be positive\n", ro.Duration)
+		return exitUsage
+	}
+	progress := func(format string, a ...any) { fmt.Fprintf(stderr, "bench: "+format+"\n", a...) }
 	var rep *report.Report
+	code := 0
 	if *virtual {
 		vo.Progress = progress
 		res, err := bench.RunVirtual(vo)
 		if err != nil {
-			fmt.Fprintln(os.Stderr, "shardhub bench:", err)
+			fmt.Fprintln(stderr, "shardhub bench:", err)
 			return 1
 		}
 		if *name == "" {
@@ -74,28 +96,31 @@ func runBench(args []string) int {
 		}
 		res, err := bench.RunReal(ro)
 		if err != nil {
-			fmt.Fprintln(os.Stderr, "shardhub bench:", err)
+			fmt.Fprintln(stderr, "shardhub bench:", err)
 			return 1
 		}
 		if *name == "" {
 			*name = fmt.Sprintf("real-%d", ro.Conns)
 		}
 		rep = res.Report(*name, ro)
+		if rep.Outcome != nil && !rep.Outcome.Pass {
+			code = exitBenchLoss
+		}
 	}
-	printMetrics(rep)
+	printMetrics(stdout, rep)
 	if *jsonOut != "" {
 		if err := rep.WriteFile(*jsonOut); err != nil {
-			fmt.Fprintln(os.Stderr, "shardhub bench:", err)
+			fmt.Fprintln(stderr, "shardhub bench:", err)
 			return 1
 		}
 	}
 	if *htmlOut != "" {
 		if err := rep.WriteHTMLFile(*htmlOut); err != nil {
-			fmt.Fprintln(os.Stderr, "shardhub bench:", err)
+			fmt.Fprintln(stderr, "shardhub bench:", err)
 			return 1
 		}
 	}
-	return 0
+	return code
 }
 
 func flagSet(fs *flag.FlagSet, name string) bool {
@@ -104,12 +129,19 @@ func flagSet(fs *flag.FlagSet, name string) bool {
 	return set
 }
 
-func printMetrics(r *report.Report) {
-	fmt.Printf("%s (%s, %d cores, GOMAXPROCS %d, %s)\n", r.Name, r.Env.CPUModel, r.Env.Cores, r.Env.GOMAXPROCS, r.Env.GoVersion)
+// printMetrics prints the verdict (when there is one), then the metrics.
+func printMetrics(w io.Writer, r *report.Report) {
+	if o := r.Outcome; o != nil {
+		fmt.Fprintln(w, o.Summary)
+		for _, f := range o.Failures {
+			fmt.Fprintln(w, "  -", f)
+		}
+	}
+	fmt.Fprintf(w, "%s (%s, %d cores, GOMAXPROCS %d, %s)\n", r.Name, r.Env.CPUModel, r.Env.Cores, r.Env.GOMAXPROCS, r.Env.GoVersion)
 	for _, m := range r.Metrics {
-		fmt.Printf("  %-34s %14.2f %s\n", m.Name, m.Value, m.Unit)
+		fmt.Fprintf(w, "  %-34s %16s %s\n", m.Name, report.FormatValue(m.Value), displayUnit(m.Unit))
 	}
 	for _, n := range r.Notes {
-		fmt.Printf("  note: %s\n", n)
+		fmt.Fprintf(w, "  note: %s\n", n)
 	}
 }

@@ -39,6 +39,14 @@ func TestCompareExitCodes(t *testing.T) {
 		{"one report", []string{fx("base.json")}, 2, nil, []string{"at least two"}, false},
 		{"missing file", []string{fx("base.json"), fx("nope.json")}, 2, nil, []string{"nope.json"}, false},
 		{"bad threshold", []string{"--threshold", "lots", fx("base.json"), fx("faster.json")}, 2, nil, nil, false},
+		{"an old report and a new one of the same workload compare cleanly", []string{"--threshold", "5%", fx("old-rate20.json"), fx("rate20.json")}, 0,
+			[]string{"verdict: OK: nothing worse than old-rate20 beyond 5%"}, nil, true},
+		{"different rates: flagged, judged, and warned about", []string{"--threshold", "5%", fx("old-rate20.json"), fx("rate40.json")}, 1,
+			[]string{"verdict: REGRESSION: 1 worse than old-rate20 beyond 5%: latency_p99_us +44.4%; NOT LIKE FOR LIKE", "warning: workloads differ: rate: old-rate20 20, rate40 40"},
+			[]string{"1 regression(s) beyond 5%", "the runs' workloads differ, so these may not be regressions"}, false},
+		{"--strict refuses different workloads", []string{"--strict", fx("rate20.json"), fx("rate40.json")}, 3,
+			nil, []string{"--strict: the runs' workloads differ", "rate: rate20 20, rate40 40"}, false},
+		{"--strict accepts the same workload", []string{fx("old-rate20.json"), fx("rate20.json"), "--strict"}, 0, nil, nil, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -47,6 +55,9 @@ func TestCompareExitCodes(t *testing.T) {
 			code := compareMain(tt.args, &out, &errb)
 			if code != tt.code {
 				t.Fatalf("exit %d, want %d\nstdout:\n%s\nstderr:\n%s", code, tt.code, out.String(), errb.String())
+			}
+			if tt.code != 2 && !strings.HasPrefix(out.String(), "verdict: ") {
+				t.Errorf("stdout does not start with the verdict:\n%s", out.String())
 			}
 			for _, s := range tt.stdout {
 				if !strings.Contains(out.String(), s) {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -46,6 +47,25 @@ type loadtestFlags struct {
 	out, html, name     string
 	noHTML, quiet       bool
 	progressEvery       time.Duration
+	maxConnFail         percentFlag
+	maxPubFail          percentFlag
+	maxLoss             percentFlag
+}
+
+// limits are the run's pass limits: loadtest.DefaultLimits, as the flags
+// change them.
+func (f *loadtestFlags) limits() loadtest.Limits {
+	l := loadtest.DefaultLimits
+	if f.maxConnFail.set {
+		l.ConnFailuresPct = f.maxConnFail.pct
+	}
+	if f.maxPubFail.set {
+		l.PublishFailuresPct = f.maxPubFail.pct
+	}
+	if f.maxLoss.set {
+		l.LossPct = f.maxLoss.pct
+	}
+	return l
 }
 
 func (f *loadtestFlags) define(fs *flag.FlagSet) {
@@ -92,41 +112,55 @@ func (f *loadtestFlags) define(fs *flag.FlagSet) {
 	fs.BoolVar(&f.noHTML, "no-html", false, "do not write the HTML report")
 	fs.BoolVar(&f.quiet, "quiet", false, "no progress output")
 	fs.DurationVar(&f.progressEvery, "progress-every", 0, "when stderr is not a terminal, print a progress line this often (0: every interval)")
+	d := loadtest.DefaultLimits
+	fs.Var(&f.maxConnFail, "max-conn-failures", fmt.Sprintf("fail the run (exit %d) when more connections than this failed to open, were not ready, or dropped (default %g%%)", exitConnFailures, d.ConnFailuresPct))
+	fs.Var(&f.maxPubFail, "max-publish-failures", fmt.Sprintf("fail the run (exit %d) when more publishes than this failed, e.g. HTTP answers other than 2xx (default %g%%)", exitPublishFailures, d.PublishFailuresPct))
+	fs.Var(&f.maxLoss, "max-loss", fmt.Sprintf("fail the run (exit %d) when more expected deliveries than this were lost (default %g%%)", exitLoss, d.LossPct))
 }
 
-func runLoadtest(args []string) int {
-	if len(args) > 0 && (args[0] == "--worker" || args[0] == "-worker") {
-		return runLoadtestWorker()
-	}
-	return loadtestMain(args, os.Stdout, os.Stderr)
+// Exit codes of `shardhub loadtest` (docs/loadtest.md). When several checks
+// fail, the code is the first of them in this order.
+const (
+	exitFailed          = 1   // the run could not be carried out, or its reports not written
+	exitConnFailures    = 3   // connections failed past --max-conn-failures
+	exitPublishFailures = 4   // publishes failed past --max-publish-failures
+	exitLoss            = 5   // deliveries lost past --max-loss
+	exitInterrupted     = 130 // stopped by Ctrl-C or SIGTERM; the reports are written
+)
+
+// checkExit maps a failed check to its exit code.
+var checkExit = map[string]int{
+	loadtest.CheckConnections: exitConnFailures,
+	loadtest.CheckPublishes:   exitPublishFailures,
+	loadtest.CheckDeliveries:  exitLoss,
 }
 
-// loadtestMain is `shardhub loadtest` writing its summary to stdout and
-// progress and errors to stderr. It returns the exit code: 0 done, 1 failed,
-// 2 bad usage or a refused target, 130 interrupted (the reports are written).
-func loadtestMain(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("loadtest", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var f loadtestFlags
-	f.define(fs)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), `usage: shardhub loadtest --url ws://127.0.0.1:8080/ws [flags]
+const loadtestUsage = `usage: shardhub loadtest --url ws://127.0.0.1:8080/ws [flags]
 
 Opens --conns connections, runs the scenario, and writes a JSON report (schema
 shardhub.report/v1) and a self-contained HTML report. Only loopback targets are
 allowed unless --allow-remote. Ctrl-C stops early and still writes the reports.
 See docs/loadtest.md.
 
-flags:
-`)
-		fs.PrintDefaults()
+Exit codes: 0 passed; 1 the run could not be carried out; 2 bad usage or a
+refused target; 3 connections, 4 publishes failed past their limit; 5
+deliveries lost past --max-loss; 130 interrupted (the reports are written).`
+
+func runLoadtest(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && (args[0] == "--worker" || args[0] == "-worker") {
+		return runLoadtestWorker(stderr)
 	}
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "shardhub loadtest: unexpected argument %q\n", fs.Arg(0))
-		return 2
+	return loadtestMain(args, stdout, stderr)
+}
+
+// loadtestMain is `shardhub loadtest` writing its summary to stdout and
+// progress and errors to stderr. It returns the exit code (loadtestUsage).
+func loadtestMain(args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("loadtest", stderr)
+	var f loadtestFlags
+	f.define(fs)
+	if _, code, done := parseFlags(fs, args, loadtestUsage, stdout, false); done {
+		return code
 	}
 	cfg := f.cfg
 	cfg.Scenario = loadtest.Scenario(f.scenario)
@@ -149,7 +183,7 @@ flags:
 		cfg.ServerPIDs = append(cfg.ServerPIDs, pid)
 	}
 	if err := cfg.Validate(); err != nil {
-		fmt.Fprintln(stderr, "shardhub loadtest:", err)
+		fmt.Fprintln(stderr, "shardhub loadtest:", loadtestConfigError(fs, &f, err))
 		return 2
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
@@ -172,21 +206,22 @@ flags:
 	res, err := loadtest.Run(ctx, cfg)
 	pr.done()
 	if err != nil {
-		fmt.Fprintln(stderr, "shardhub loadtest:", err)
+		fmt.Fprintln(stderr, "shardhub loadtest:", loadtestConfigError(fs, &f, err))
 		if errors.Is(err, loadtest.ErrInvalidConfig) || errors.Is(err, loadtest.ErrRemoteTarget) || errors.Is(err, loadtest.ErrTooManyConns) {
-			return 2
+			return exitUsage
 		}
-		return 1
+		return exitFailed
 	}
 	rep := res.Report(f.name)
+	rep.Outcome = res.Outcome(f.limits())
 	if err := rep.WriteFile(f.out); err != nil {
 		fmt.Fprintln(stderr, "shardhub loadtest:", err)
-		return 1
+		return exitFailed
 	}
 	if f.html != "" && !f.noHTML {
 		if err := rep.WriteHTMLFile(f.html); err != nil {
 			fmt.Fprintln(stderr, "shardhub loadtest:", err)
-			return 1
+			return exitFailed
 		}
 	}
 	printSummary(stdout, rep)
@@ -196,33 +231,58 @@ flags:
 	}
 	fmt.Fprintln(stdout)
 	if res.Interrupted {
-		return 130
+		return exitInterrupted
+	}
+	if fails := res.Check(f.limits()); len(fails) > 0 {
+		for _, fl := range fails {
+			fmt.Fprintln(stderr, "shardhub loadtest: FAIL:", fl.Detail)
+		}
+		return checkExit[fails[0].Check]
 	}
 	return 0
+}
+
+// loadtestConfigError names the flags behind a loadtest.Config error.
+func loadtestConfigError(fs *flag.FlagSet, f *loadtestFlags, err error) error {
+	return configError(err, loadtest.ErrInvalidConfig, fs, &f.cfg, map[string]string{
+		"Scenario": "scenario", "URLs": "url", "APIs": "api", "SourceIPs": "source-ips", "ServerPIDs": "server-pid",
+	})
 }
 
 // runLoadtestWorker serves as a worker process of a parent `shardhub loadtest
 // --workers N`. Ctrl-C reaches the whole process group: the worker ignores it
 // and stops when its parent says so, so the parent still gets its results.
-func runLoadtestWorker() int {
+func runLoadtestWorker(stderr io.Writer) int {
 	signal.Ignore(os.Interrupt)
 	if err := loadtest.ServeWorker(context.Background(), os.Stdin, os.Stdout); err != nil {
-		fmt.Fprintln(os.Stderr, "shardhub loadtest worker:", err)
-		return 1
+		fmt.Fprintln(stderr, "shardhub loadtest worker:", err)
+		return exitFailed
 	}
 	return 0
 }
 
-// printSummary prints the headline metrics.
+// printSummary prints the verdict first, then the metrics, errors and notes.
 func printSummary(w io.Writer, r *report.Report) {
-	fmt.Fprintf(w, "%s (%s, %.1fs)\n", r.Name, r.Kind, r.DurationSeconds)
+	if o := r.Outcome; o != nil {
+		fmt.Fprintln(w, o.Summary)
+		for _, f := range o.Failures {
+			fmt.Fprintln(w, "  -", f)
+		}
+		fmt.Fprintln(w)
+	}
+	fmt.Fprintf(w, "%s (%s, %s)\n", r.Name, r.Kind, time.Duration(r.DurationSeconds*float64(time.Second)).Round(time.Millisecond))
 	for _, m := range r.Metrics {
-		fmt.Fprintf(w, "  %-28s %14s %s\n", m.Name, formatValue(m.Value), m.Unit)
+		fmt.Fprintf(w, "  %-28s %14s %s\n", m.Name, report.FormatValue(m.Value), displayUnit(m.Unit))
 	}
 	if len(r.Errors) > 0 {
 		fmt.Fprintln(w, "errors:")
-		for k, v := range r.Errors {
-			fmt.Fprintf(w, "  %-28s %14d\n", k, v)
+		kinds := make([]string, 0, len(r.Errors))
+		for k := range r.Errors {
+			kinds = append(kinds, k)
+		}
+		sort.Strings(kinds)
+		for _, k := range kinds {
+			fmt.Fprintf(w, "  %-28s %14s\n", k, report.FormatValue(float64(r.Errors[k])))
 		}
 	}
 	for _, n := range r.Notes {
@@ -230,11 +290,12 @@ func printSummary(w io.Writer, r *report.Report) {
 	}
 }
 
-func formatValue(v float64) string {
-	if v == float64(int64(v)) {
-		return strconv.FormatInt(int64(v), 10)
+// displayUnit shows a metric unit as people write it.
+func displayUnit(u string) string {
+	if u == "us" {
+		return "µs"
 	}
-	return strconv.FormatFloat(v, 'f', 3, 64)
+	return u
 }
 
 // progressPrinter shows loadtest.Progress. On a terminal it rewrites one line
@@ -268,12 +329,10 @@ func (p *progressPrinter) print(pr loadtest.Progress) {
 	if p.quiet {
 		return
 	}
-	line := fmt.Sprintf("[%-7s %5.1fs] conns %d/%d ready %d fail %d drop %d | pub %d | deliv %d (%s/s) p50 %s p99 %s | err %d | cpu %.2f",
-		pr.Phase, pr.Elapsed.Seconds(), pr.Open, pr.Target, pr.Ready, pr.Failed, pr.Dropped, pr.Published,
-		pr.Deliveries, humanRate(pr.DeliveriesPerSec), shortDur(pr.P50), shortDur(pr.P99), pr.Errors, pr.CPU)
+	line := progressLine(pr)
 	if p.tty {
-		if p.width > 0 && len(line) > p.width {
-			line = line[:p.width]
+		if p.width > 0 && len([]rune(line)) > p.width {
+			line = string([]rune(line)[:p.width])
 		}
 		fmt.Fprint(p.w, "\r\x1b[K"+line)
 		p.printed = true
@@ -286,6 +345,48 @@ func (p *progressPrinter) print(pr loadtest.Progress) {
 	fmt.Fprintln(p.w, line)
 }
 
+// progressLine renders pr in at most 80 columns: while connecting, the
+// connections (open of target, ready, failed dials); from the measured phase
+// on, the publishing and what arrives. Errors count every failure so far,
+// failed publishes included.
+func progressLine(pr loadtest.Progress) string {
+	head := fmt.Sprintf("%-7s %6s", pr.Phase, elapsed(pr.Elapsed))
+	switch pr.Phase {
+	case loadtest.PhaseConnect, loadtest.PhaseReady:
+		return fmt.Sprintf("%s conns %s/%s ready %s fail %s err %s cpu %.1f", head,
+			count(pr.Open), count(int64(pr.Target)), count(pr.Ready), count(pr.Failed), count(pr.Errors), pr.CPU)
+	}
+	return fmt.Sprintf("%s conns %s pub %s recv %s/s p99 %s err %s cpu %.1f", head,
+		count(pr.Open), count(pr.Published), count(int64(pr.DeliveriesPerSec)), shortDur(pr.P99), count(pr.Errors), pr.CPU)
+}
+
+// elapsed shows d in at most 6 columns: "12.3s", "4m05s", "123m".
+func elapsed(d time.Duration) string {
+	switch {
+	case d < 100*time.Second:
+		return strconv.FormatFloat(d.Seconds(), 'f', 1, 64) + "s"
+	case d < 100*time.Minute:
+		return fmt.Sprintf("%dm%02ds", int(d.Minutes()), int(d.Seconds())%60)
+	}
+	return strconv.Itoa(int(d.Minutes())) + "m"
+}
+
+// count shows a non-negative n in at most 5 columns, to 3 significant
+// digits: 999, 1.23k, 12.3k, 123k, 1.23M.
+func count(n int64) string {
+	if n < 1000 {
+		return strconv.FormatInt(n, 10)
+	}
+	v, unit := float64(n)/1e3, "k"
+	for _, next := range []string{"M", "G"} {
+		if v < 999.5 {
+			break
+		}
+		v, unit = v/1e3, next
+	}
+	return strconv.FormatFloat(v, 'g', 3, 64) + unit
+}
+
 // done ends the rewritten line.
 func (p *progressPrinter) done() {
 	if p.tty && p.printed {
@@ -293,16 +394,7 @@ func (p *progressPrinter) done() {
 	}
 }
 
-func humanRate(v float64) string {
-	switch {
-	case v >= 1e6:
-		return strconv.FormatFloat(v/1e6, 'f', 2, 64) + "M"
-	case v >= 1e4:
-		return strconv.FormatFloat(v/1e3, 'f', 1, 64) + "k"
-	}
-	return strconv.FormatFloat(v, 'f', 0, 64)
-}
-
+// shortDur shows a latency in at most 7 columns: "850µs", "12.3ms", "1.25s".
 func shortDur(d time.Duration) string {
 	switch {
 	case d == 0:
@@ -311,6 +403,8 @@ func shortDur(d time.Duration) string {
 		return strconv.FormatInt(d.Microseconds(), 10) + "µs"
 	case d < time.Second:
 		return strconv.FormatFloat(float64(d)/1e6, 'f', 1, 64) + "ms"
+	case d < 100*time.Second:
+		return strconv.FormatFloat(d.Seconds(), 'f', 2, 64) + "s"
 	}
-	return strconv.FormatFloat(d.Seconds(), 'f', 2, 64) + "s"
+	return strconv.Itoa(int(d.Seconds())) + "s"
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -59,7 +60,12 @@ func (f *serveFlags) define(fs *flag.FlagSet) {
 	f.cluster.define(fs)
 }
 
-func newLogger(level, format string) (*slog.Logger, error) {
+// serveConfigError names the flags behind an engine.Config validation error.
+func serveConfigError(fs *flag.FlagSet, f *serveFlags, err error) error {
+	return configError(err, engine.ErrInvalidConfig, fs, &f.cfg, map[string]string{"AllowedOrigins": "allowed-origins"})
+}
+
+func newLogger(level, format string, w io.Writer) (*slog.Logger, error) {
 	var lv slog.Level
 	if err := lv.UnmarshalText([]byte(level)); err != nil {
 		return nil, fmt.Errorf("--log-level: %w", err)
@@ -67,9 +73,9 @@ func newLogger(level, format string) (*slog.Logger, error) {
 	opts := &slog.HandlerOptions{Level: lv}
 	switch format {
 	case "text":
-		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+		return slog.New(slog.NewTextHandler(w, opts)), nil
 	case "json":
-		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	}
 	return nil, fmt.Errorf("--log-format: %q is neither text nor json", format)
 }
@@ -88,24 +94,25 @@ func tokenAuth(token string) func(*http.Request) (string, error) {
 	}
 }
 
-func runServe(args []string) int {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+const serveUsage = `usage: shardhub serve [flags]
+
+Every flag can also be set with SHARDHUB_<FLAG> (e.g. SHARDHUB_ADDR=:9000).
+Exit codes: 0 stopped cleanly, 1 failed, 2 bad usage.`
+
+func runServe(args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("serve", stderr)
 	var f serveFlags
 	f.define(fs)
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: shardhub serve [flags]\n\nEvery flag can also be set with SHARDHUB_<FLAG> (e.g. SHARDHUB_ADDR=:9000).\n\nflags:")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if _, code, done := parseFlags(fs, args, serveUsage, stdout, false); done {
+		return code
 	}
 	if err := applyEnv(fs, "SHARDHUB_"); err != nil {
-		fmt.Fprintln(os.Stderr, "shardhub serve:", err)
+		fmt.Fprintln(stderr, "shardhub serve:", err)
 		return 2
 	}
-	log, err := newLogger(f.logLevel, f.logFormat)
+	log, err := newLogger(f.logLevel, f.logFormat, stderr)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "shardhub serve:", err)
+		fmt.Fprintln(stderr, "shardhub serve:", err)
 		return 2
 	}
 	cfg := f.cfg
@@ -122,12 +129,12 @@ func runServe(args []string) int {
 		cfg.MaxConnections = autoMaxConns()
 	}
 	if err := cfg.Validate(); err != nil {
-		fmt.Fprintln(os.Stderr, "shardhub serve:", err)
+		fmt.Fprintln(stderr, "shardhub serve:", serveConfigError(fs, &f, err))
 		return 2
 	}
 	rb, err := f.cluster.broker(log) // nil without --redis: single node
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "shardhub serve:", err)
+		fmt.Fprintln(stderr, "shardhub serve:", err)
 		return 2
 	}
 	opts := server.Options{APIToken: f.apiToken, Pprof: f.pprof, Logger: log}
@@ -137,12 +144,12 @@ func runServe(args []string) int {
 	}
 	ln, err := f.cluster.listen(f.addr)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "shardhub serve:", err)
+		fmt.Fprintln(stderr, "shardhub serve:", err)
 		return 1
 	}
 	e, err := engine.New(cfg)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "shardhub serve:", err)
+		fmt.Fprintln(stderr, "shardhub serve:", serveConfigError(fs, &f, err))
 		return 1
 	}
 	srv := &http.Server{

@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 )
 
 func metricReport(name string, ms ...Metric) *Report {
@@ -115,5 +116,53 @@ func TestPctString(t *testing.T) {
 		if got := pctString(in); got != want {
 			t.Errorf("pctString(%v) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// TestCompareWorkloads: reports of different workloads are flagged, older
+// reports (settings only in their config, durations in nanoseconds) compare
+// with newer ones, and the verdict comes first.
+func TestCompareWorkloads(t *testing.T) {
+	t.Parallel()
+	old := metricReport("old", Metric{Name: "deliveries_per_sec", Value: 100, Better: HigherIsBetter})
+	old.Config = []byte(`{"scenario":"broadcast","conns":100,"rate":20,"duration":10000000000,"urls":["ws://x"]}`)
+	same := metricReport("same", Metric{Name: "deliveries_per_sec", Value: 90, Better: HigherIsBetter})
+	same.SetWorkload("scenario", "broadcast", "conns", 100, "rate", 20.0, "duration", 10*time.Second, "targets", 1)
+	faster := metricReport("faster", Metric{Name: "deliveries_per_sec", Value: 200, Better: HigherIsBetter})
+	faster.SetWorkload("scenario", "broadcast", "conns", 100, "rate", 40.0, "duration", 10*time.Second, "targets", 1)
+
+	c := Compare([]*Report{old, same}, nil, CompareOptions{Threshold: 5})
+	if !c.Comparable() {
+		t.Errorf("an old report and a new one of the same workload differ: %v", c.WorkloadDiffs)
+	}
+	if v := c.Verdict(); !strings.HasPrefix(v, "REGRESSION: 1 worse than old beyond 5%: deliveries_per_sec -10.0%") {
+		t.Errorf("verdict %q", v)
+	}
+	c = Compare([]*Report{same, faster}, nil, CompareOptions{})
+	if c.Comparable() || len(c.WorkloadDiffs) != 1 || c.WorkloadDiffs[0] != "rate: same 20, faster 40" {
+		t.Fatalf("workload diffs %v", c.WorkloadDiffs)
+	}
+	v := c.Verdict()
+	if !strings.HasPrefix(v, "OK: nothing worse than same") || !strings.Contains(v, "NOT LIKE FOR LIKE") {
+		t.Errorf("verdict %q", v)
+	}
+	var text bytes.Buffer
+	if err := c.WriteText(&text); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(text.String(), "\n")
+	if !strings.HasPrefix(lines[0], "verdict: OK") || !strings.Contains(lines[1], "workloads differ: rate: same 20, faster 40") {
+		t.Errorf("text does not start with the verdict and the difference:\n%s", text.String())
+	}
+	var page bytes.Buffer
+	if err := c.WriteHTML(&page); err != nil {
+		t.Fatal(err)
+	}
+	p := page.String()
+	if i, j := strings.Index(p, `<p class="verdict fail">OK: nothing worse`), strings.Index(p, "<h2>"); i < 0 || i > j {
+		t.Error("the HTML verdict is not first, or not marked as failing comparability")
+	}
+	if !strings.Contains(p, `<th class="n">same</th><th class="n">faster</th>`) {
+		t.Error("the report columns' headers are not aligned with their numbers")
 	}
 }

@@ -2,13 +2,9 @@ package report
 
 import (
 	"bufio"
-	"context"
 	"os"
-	"os/exec"
 	"runtime"
-	"runtime/debug"
 	"strings"
-	"time"
 )
 
 // Env describes where a report was produced, so that compare can tell apart
@@ -24,9 +20,9 @@ type Env struct {
 	GoVersion  string `json:"go_version"`
 	// Module is the main module's version as built ("(devel)" from a checkout).
 	Module string `json:"module,omitempty"`
-	// GitRevision is the commit the binary was built from (from the build info,
-	// else `git rev-parse HEAD` in the working directory); GitDirty says the
-	// tree had uncommitted changes, where that is known.
+	// GitRevision is the commit the binary was built from (see CollectBuild;
+	// empty when the binary does not know); GitDirty says the tree had
+	// uncommitted changes, where that is known.
 	GitRevision string `json:"git_revision,omitempty"`
 	GitDirty    bool   `json:"git_dirty,omitempty"`
 	// RlimitNofile is the open-files limit (soft, hard) of the producing process.
@@ -53,22 +49,8 @@ func CollectEnv() Env {
 	e.Kernel = readTrim("/proc/sys/kernel/osrelease")
 	e.CPUModel = cpuModel()
 	e.RlimitNofile = rlimitNofile()
-	if info, ok := debug.ReadBuildInfo(); ok {
-		e.Module = info.Main.Version
-		for _, s := range info.Settings {
-			switch s.Key {
-			case "vcs.revision":
-				e.GitRevision = s.Value
-			case "vcs.modified":
-				e.GitDirty = s.Value == "true"
-			}
-		}
-	}
-	if e.GitRevision == "" {
-		// Builds with -buildvcs=false (or `go run`, tests) carry no revision; the
-		// working tree usually is the checkout the binary came from.
-		e.GitRevision, e.GitDirty = gitRevision()
-	}
+	b := CollectBuild()
+	e.Module, e.GitRevision, e.GitDirty = b.Module, b.Revision, b.Dirty
 	e.Sysctl = map[string]string{}
 	for key, path := range map[string]string{
 		"net.ipv4.ip_local_port_range": "/proc/sys/net/ipv4/ip_local_port_range",
@@ -108,18 +90,4 @@ func cpuModel() string {
 		}
 	}
 	return ""
-}
-
-// gitRevision asks git, read-only and briefly, for HEAD and whether the tree is
-// dirty. It returns "" where git or a repository is missing.
-func gitRevision() (string, bool) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, "git", "rev-parse", "HEAD").Output()
-	if err != nil {
-		return "", false
-	}
-	rev := strings.TrimSpace(string(out))
-	st, err := exec.CommandContext(ctx, "git", "status", "--porcelain", "--untracked-files=no").Output()
-	return rev, err == nil && strings.TrimSpace(string(st)) != ""
 }

@@ -7,6 +7,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
 )
 
 // checkSelfContained fails unless page is well-formed markup that loads
@@ -109,5 +111,52 @@ func TestComparisonHTMLSelfContained(t *testing.T) {
 	checkSelfContained(t, buf.String())
 	if !strings.Contains(buf.String(), "100.0%") || !strings.Contains(buf.String(), "better") {
 		t.Error("comparison page lacks the delta")
+	}
+}
+
+// TestHTMLReadsWell: the verdict comes first, latencies share one unit per
+// table, the command can be pasted back, charts span the page and shade the
+// measured phase.
+func TestHTMLReadsWell(t *testing.T) {
+	t.Parallel()
+	r := New(KindLoadtest, "units")
+	h := hdrhistogram.New(1, 60e6, 3)
+	for v := int64(40_000); v <= 60_000; v += 10 {
+		_ = h.RecordValue(v)
+	}
+	r.Latency = LatencyFromHistogram(h, "us")
+	r.AddMetric("latency_p50_us", 49311, "us", LowerIsBetter)
+	r.AddSeries("deliveries_per_sec", "msg/s", []float64{1, 2, 3, 4}, []float64{10, 20, 20, 20})
+	r.Phases = []Span{{Name: "measure", Start: 1.5, End: 3.5}}
+	r.Outcome = &Outcome{Pass: false, Summary: "FAIL: deliveries failed their limits", Failures: []string{"3 of 10 expected deliveries lost"}}
+	r.Env.Args = []string{"./shardhub", "loadtest", "--ready-match", `"type":"welcome"`}
+	var buf bytes.Buffer
+	if err := r.WriteHTML(&buf); err != nil {
+		t.Fatal(err)
+	}
+	page := buf.String()
+	checkSelfContained(t, page)
+	if v, m := strings.Index(page, "FAIL: deliveries"), strings.Index(page, "<h2>"); v < 0 || v > m {
+		t.Error("the verdict is not above the first section")
+	}
+	lat := page[strings.Index(page, "<h2>Latency"):]
+	lat = lat[:strings.Index(lat, "</table>")]
+	if !strings.Contains(lat, "Latency (ms)") || !strings.Contains(lat, "<td class=\"n\">50.02</td>") || !strings.Contains(lat, "max 60.03 ms") {
+		t.Errorf("latency section not in ms with two decimals:\n%s", lat)
+	}
+	if regexp.MustCompile(`\d(k|M) `).MatchString(lat) || strings.Contains(lat, "40,000") {
+		t.Errorf("latency section mixes units:\n%s", lat)
+	}
+	if !strings.Contains(page, `<td class="n">49,311</td><td>µs</td>`) {
+		t.Error("metrics table does not show the latency metric in full, in µs")
+	}
+	if !strings.Contains(page, `./shardhub loadtest --ready-match &#39;&#34;type&#34;:&#34;welcome&#34;&#39;`) {
+		t.Errorf("the command is not shell-quoted: %s", page[strings.Index(page, "<code>"):strings.Index(page, "</code>")])
+	}
+	if regexp.MustCompile(`<svg[^>]* width="\d`).MatchString(page) || !strings.Contains(page, "svg.chart{display:block;margin:8px 0;background:#fff;width:100%") {
+		t.Error("charts have a fixed width")
+	}
+	if !strings.Contains(page, `class="phase"><title>measure</title>`) {
+		t.Error("the measured phase is not shaded")
 	}
 }

@@ -5,13 +5,16 @@
 // A report is deliberately generic: whatever produced it, its results are a flat
 // list of named Metrics, each with a unit and the direction that is better. Compare
 // matches metrics by name, so a load-test report compares with a benchmark report
-// as long as they share metric names. The optional sections (Latency, Timeseries,
-// Server, Errors) carry the detail that the HTML report draws.
+// as long as they share metric names, and warns when the reports' Workloads (the
+// settings that define what was measured) differ. The optional sections
+// (Outcome, Latency, Timeseries, Phases, Server, Errors) carry the detail that
+// the HTML report draws.
 //
 // A producer builds a report like this:
 //
 //	r := report.New("bench", "fanout-10k")
 //	r.SetConfig(myFlags)
+//	r.SetWorkload("conns", 10000, "rate", 100)
 //	r.AddMetric("deliveries_per_sec", 1.2e6, "msg/s", report.HigherIsBetter)
 //	r.AddMetric("ns_per_delivery", 830, "ns", report.LowerIsBetter)
 //	r.Latency = report.LatencyFromHistogram(h, "us")
@@ -86,12 +89,22 @@ type Report struct {
 	Env Env `json:"env"`
 	// Config is the producer's own settings, kept verbatim (see SetConfig).
 	Config json.RawMessage `json:"config,omitempty"`
+	// Workload is the settings that define what was measured (scenario,
+	// connections, rate, sizes, durations), as text; compare warns when two
+	// reports' workloads differ, since their metrics then measure different
+	// things.
+	Workload map[string]string `json:"workload,omitempty"`
+	// Outcome is the producer's judgement of the run, when it makes one.
+	Outcome *Outcome `json:"outcome,omitempty"`
 	// Metrics are the results compare works on.
 	Metrics []Metric `json:"metrics"`
 	// Latency is the main latency distribution, if the run measured one.
 	Latency *Latency `json:"latency,omitempty"`
 	// Timeseries are values sampled during the run (deliveries/s, conns, p99…).
 	Timeseries []Series `json:"timeseries,omitempty"`
+	// Phases are named spans of the run (the measured phase, the drain…), in
+	// seconds since Started; the charts over time shade them.
+	Phases []Span `json:"phases,omitempty"`
 	// Errors counts failures by kind (connect_timeout, http_503, closed_1013…).
 	Errors map[string]int64 `json:"errors,omitempty"`
 	// Server holds what was scraped from the servers under test.
@@ -107,6 +120,21 @@ type Series struct {
 	Unit string    `json:"unit,omitempty"`
 	T    []float64 `json:"t"`
 	V    []float64 `json:"v"`
+}
+
+// Outcome is a producer's judgement of its run: whether it passed the checks
+// it was given, in one line, and each failed check.
+type Outcome struct {
+	Pass     bool     `json:"pass"`
+	Summary  string   `json:"summary"`
+	Failures []string `json:"failures,omitempty"`
+}
+
+// Span is a named part of a run, from Start to End seconds after it started.
+type Span struct {
+	Name  string  `json:"name"`
+	Start float64 `json:"start_seconds"`
+	End   float64 `json:"end_seconds"`
 }
 
 // Server is what was learnt about one server instance under test. Before and
@@ -162,6 +190,18 @@ func (r *Report) SetConfig(v any) error {
 	}
 	r.Config = b
 	return nil
+}
+
+// SetWorkload records the settings that define what was measured, as
+// alternating names and values (SetWorkload("conns", 1000, "rate", 20.0));
+// values are formatted with %v, and a time.Duration reads like "10s".
+func (r *Report) SetWorkload(kv ...any) {
+	if r.Workload == nil {
+		r.Workload = map[string]string{}
+	}
+	for i := 0; i+1 < len(kv); i += 2 {
+		r.Workload[fmt.Sprint(kv[i])] = fmt.Sprint(kv[i+1])
+	}
 }
 
 // AddMetric appends a metric, or replaces the value of the one with that name.

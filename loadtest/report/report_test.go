@@ -174,3 +174,69 @@ func TestLatencyFromHistogram(t *testing.T) {
 		t.Errorf("buckets = %+v, want %+v", l.Buckets, want)
 	}
 }
+
+// TestLatencySpectrumStopsAtTheSamples: 50 samples tell percentiles up to the
+// 98th; the chart must not draw a tail out to 99.999 % it never measured.
+func TestLatencySpectrumStopsAtTheSamples(t *testing.T) {
+	t.Parallel()
+	h := hdrhistogram.New(1, 60e6, 3)
+	for v := int64(1); v <= 50; v++ {
+		_ = h.RecordValue(v * 100)
+	}
+	l := LatencyFromHistogram(h, "us")
+	last := l.Percentiles[len(l.Percentiles)-1]
+	before := l.Percentiles[len(l.Percentiles)-2]
+	if last.P != 100 || last.Value != l.Max || before.P != 97.5 {
+		t.Errorf("spectrum of 50 samples ends %+v, %+v; want 97.5 then the maximum at 100", before, last)
+	}
+}
+
+func TestDurationJSON(t *testing.T) {
+	t.Parallel()
+	b, err := json.Marshal(struct {
+		D Duration `json:"d"`
+	}{Duration(90 * time.Second)})
+	if err != nil || string(b) != `{"d":"1m30s"}` {
+		t.Fatalf("marshal: %s, %v", b, err)
+	}
+	for in, want := range map[string]time.Duration{`"10s"`: 10 * time.Second, `10000000000`: 10 * time.Second, `"250ms"`: 250 * time.Millisecond, `0`: 0} {
+		var d Duration
+		if err := json.Unmarshal([]byte(in), &d); err != nil || time.Duration(d) != want {
+			t.Errorf("unmarshal %s = %v, %v; want %v", in, time.Duration(d), err, want)
+		}
+	}
+	var d Duration
+	for _, bad := range []string{`"ten"`, `true`, `1.5`} {
+		if err := json.Unmarshal([]byte(bad), &d); err == nil {
+			t.Errorf("unmarshal %s succeeded", bad)
+		}
+	}
+}
+
+func TestShellQuote(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"./bin/shardhub", "loadtest", "--conns", "100"}, "./bin/shardhub loadtest --conns 100"},
+		{[]string{"shardhub", "--ready-match", `"type":"welcome"`}, `shardhub --ready-match '"type":"welcome"'`},
+		{[]string{"x", "it's", "", "a b", "$HOME"}, `x 'it'\''s' '' 'a b' '$HOME'`},
+		{[]string{"--url", "ws://127.0.0.1:8080/ws,ws://127.0.0.1:8081/ws"}, "--url ws://127.0.0.1:8080/ws,ws://127.0.0.1:8081/ws"},
+	}
+	for _, tt := range tests {
+		if got := shellQuote(tt.args); got != tt.want {
+			t.Errorf("shellQuote(%q) = %s, want %s", tt.args, got, tt.want)
+		}
+	}
+}
+
+func TestFormatValue(t *testing.T) {
+	t.Parallel()
+	for v, want := range map[float64]string{0: "0", 12000: "12,000", -1234567: "-1,234,567", 4354.3: "4,354.3", 875.5: "875.5",
+		0.242: "0.242", 0.15: "0.150", 20147.25: "20,147.2", -0.5: "-0.500", 1e16: "10000000G"} {
+		if got := FormatValue(v); got != want {
+			t.Errorf("FormatValue(%v) = %q, want %q", v, got, want)
+		}
+	}
+}

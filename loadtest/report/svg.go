@@ -36,11 +36,14 @@ type chart struct {
 	title, xLabel, yLabel string
 	lines                 []line
 	xTicks                []tick
-	bars                  bool // draw the single line as a bar chart at x = 0,1,2…
+	bars                  bool   // draw the single line as a bar chart at x = 0,1,2…
+	spans                 []Span // x ranges to shade and name (phases of a run)
 }
 
+// The chart's own coordinates; the page scales it to its full width (CSS
+// width:100%), keeping the proportions.
 const (
-	chartW, chartH = 720, 300
+	chartW, chartH = 1100, 320
 	padL, padR     = 70, 20
 	padT, padB     = 30, 50
 )
@@ -48,8 +51,8 @@ const (
 // render returns the chart as an <svg> element.
 func (c chart) render() template.HTML {
 	var b strings.Builder
-	fmt.Fprintf(&b, `<svg class="chart" viewBox="0 0 %d %d" width="%d" height="%d" role="img" aria-label="%s">`,
-		chartW, chartH, chartW, chartH, html.EscapeString(c.title))
+	fmt.Fprintf(&b, `<svg class="chart" viewBox="0 0 %d %d" preserveAspectRatio="xMinYMin meet" role="img" aria-label="%s">`,
+		chartW, chartH, html.EscapeString(c.title))
 	fmt.Fprintf(&b, `<text x="%d" y="18" class="title">%s</text>`, padL, html.EscapeString(c.title))
 	xmin, xmax, ymax := math.Inf(1), math.Inf(-1), 0.0
 	for _, l := range c.lines {
@@ -76,6 +79,16 @@ func (c chart) render() template.HTML {
 	pw, ph := float64(chartW-padL-padR), float64(chartH-padT-padB)
 	px := func(x float64) float64 { return padL + (x-xmin)/(xmax-xmin)*pw }
 	py := func(y float64) float64 { return padT + ph - y/ytop*ph }
+	// Phases, under everything else.
+	for _, sp := range c.spans {
+		x0, x1 := px(math.Max(sp.Start, xmin)), px(math.Min(sp.End, xmax))
+		if x1 <= x0 {
+			continue
+		}
+		fmt.Fprintf(&b, `<rect x="%.1f" y="%d" width="%.1f" height="%.1f" class="phase"><title>%s</title></rect>`,
+			x0, padT, x1-x0, ph, html.EscapeString(sp.Name))
+		fmt.Fprintf(&b, `<text x="%.1f" y="%d" class="phaselab">%s</text>`, x0+4, padT+12, html.EscapeString(sp.Name))
+	}
 	// Grid and axes.
 	for _, t := range yt {
 		fmt.Fprintf(&b, `<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" class="grid"/>`, padL, py(t.at), chartW-padR, py(t.at))
@@ -162,19 +175,24 @@ func percentileX(p float64) float64 {
 // percentileTicks label the nines axis.
 var percentileTicks = []tick{{0, "0%"}, {1, "90%"}, {2, "99%"}, {3, "99.9%"}, {4, "99.99%"}, {5, "99.999%"}}
 
-// latencyChart draws the percentile spectrum of each latency.
+// latencyChart draws the percentile spectrum of each latency, all in one unit
+// (see displayUnit).
 func latencyChart(title string, labels []string, ls []*Latency) template.HTML {
-	c := chart{title: title, xLabel: "percentile", xTicks: percentileTicks}
+	unit, scale, ok := displayUnit(ls...)
+	c := chart{title: title, xLabel: "percentile", xTicks: percentileTicks, yLabel: "latency (" + unit + ")"}
 	for i, l := range ls {
 		if l == nil {
 			continue
 		}
-		c.yLabel = "latency (" + l.Unit + ")"
+		f := 1.0
+		if ok {
+			f = scale[i]
+		}
 		ln := line{label: labels[i]}
 		for _, p := range l.Percentiles {
 			if x := percentileX(p.P); finite(x) {
 				ln.x = append(ln.x, x)
-				ln.y = append(ln.y, p.Value)
+				ln.y = append(ln.y, p.Value*f)
 			}
 		}
 		c.lines = append(c.lines, ln)
@@ -182,22 +200,28 @@ func latencyChart(title string, labels []string, ls []*Latency) template.HTML {
 	return c.render()
 }
 
-// bucketChart draws a latency histogram as bars.
+// bucketChart draws a latency histogram as bars, labelled in the unit of the
+// page's latency table.
 func bucketChart(l *Latency) template.HTML {
-	c := chart{title: "Latency histogram", xLabel: "latency ≤ (" + l.Unit + ")", yLabel: "count", bars: true}
+	unit, scale, ok := displayUnit(l)
+	f := 1.0
+	if ok {
+		f = scale[0]
+	}
+	c := chart{title: "Latency histogram", xLabel: "latency ≤ (" + unit + ")", yLabel: "count", bars: true}
 	ln := line{}
 	for i, b := range l.Buckets {
 		ln.x = append(ln.x, float64(i))
 		ln.y = append(ln.y, float64(b.Count))
-		c.xTicks = append(c.xTicks, tick{at: float64(i), label: fmtNum(b.Le)})
+		c.xTicks = append(c.xTicks, tick{at: float64(i), label: fmtNum(b.Le * f)})
 	}
 	c.lines = []line{ln}
 	return c.render()
 }
 
-// seriesChart draws one named series from each report.
-func seriesChart(title, unit string, labels []string, ss []Series) template.HTML {
-	c := chart{title: title, xLabel: "seconds", yLabel: unit}
+// seriesChart draws one named series from each report, shading spans.
+func seriesChart(title, unit string, labels []string, ss []Series, spans []Span) template.HTML {
+	c := chart{title: title, xLabel: "seconds since start", yLabel: displayUnitName(unit), spans: spans}
 	for i, s := range ss {
 		c.lines = append(c.lines, line{label: labels[i], x: s.T, y: s.V})
 	}
