@@ -225,6 +225,7 @@ func post(tb testing.TB, url, token, body string) (int, string) {
 	if err != nil {
 		tb.Fatal(err)
 	}
+	req.Header.Set("Content-Type", "application/json")
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}

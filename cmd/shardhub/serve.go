@@ -2,13 +2,11 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"strings"
@@ -24,11 +22,12 @@ func init() { register("serve", "run the WebSocket server", runServe) }
 // serveFlags holds `shardhub serve` settings; every flag can also come from
 // SHARDHUB_<FLAG_NAME>.
 type serveFlags struct {
-	addr, token, apiToken, origins, logLevel, logFormat string
-	pprof                                               bool
-	cfg                                                 engine.Config
-	drain                                               time.Duration
-	cluster                                             clusterFlags
+	addr, token, apiToken, statsToken, origins, logLevel, logFormat string
+	pprof, apiRemote                                                bool
+	maxHTTPConns                                                    int
+	cfg                                                             engine.Config
+	drain                                                           time.Duration
+	cluster                                                         clusterFlags
 }
 
 func (f *serveFlags) define(fs *flag.FlagSet) {
@@ -49,9 +48,15 @@ func (f *serveFlags) define(fs *flag.FlagSet) {
 	fs.DurationVar(&f.cfg.ShutdownGrace, "shutdown-grace", engine.DefaultShutdownGrace, "how long shutdown waits for connections to leave after close 1001")
 	fs.Float64Var(&f.cfg.InboundRate, "inbound-rate", engine.DefaultInboundRate, "inbound messages per second per connection (negative disables)")
 	fs.IntVar(&f.cfg.InboundBurst, "inbound-burst", engine.DefaultInboundBurst, "inbound burst per connection")
+	fs.IntVar(&f.cfg.InboundByteRate, "inbound-byte-rate", engine.DefaultInboundByteRate, "inbound payload bytes per second per connection (negative disables)")
+	fs.IntVar(&f.cfg.ClientPublishQueue, "client-publish-queue", engine.DefaultClientPublishQueue, "queue of client publications, served after the broadcast queue; full = drop and count")
+	fs.BoolVar(&f.cfg.AllowClientSend, "allow-client-send", false, "let clients send private messages to other connections by id (off: refused with forbidden)")
 	fs.StringVar(&f.origins, "allowed-origins", "", "comma-separated extra browser origins allowed to connect (\"*\" = any); same-origin is always allowed")
 	fs.StringVar(&f.token, "token", "", "when set, clients must present it to connect (?token= or Authorization: Bearer)")
-	fs.StringVar(&f.apiToken, "api-token", "", "when set, /api/broadcast, /api/publish and /api/send require Authorization: Bearer <token>")
+	fs.StringVar(&f.apiToken, "api-token", "", "when set, /api/broadcast, /api/publish and /api/send require Authorization: Bearer <token>; unset, they answer loopback clients only")
+	fs.BoolVar(&f.apiRemote, "api-allow-remote", false, "without --api-token, answer the publish API from any address, not only loopback (still JSON only, never cross-site)")
+	fs.StringVar(&f.statsToken, "stats-token", "", "when set, /metrics, /api/stats and /api/cluster require Authorization: Bearer <token>")
+	fs.IntVar(&f.maxHTTPConns, "max-http-conns", server.DefaultMaxHTTPConns, "non-WebSocket HTTP connections held at once; past it idle and slow ones are closed first, then 503")
 	fs.StringVar(&f.cfg.InstanceID, "instance-id", "", "instance id in a cluster (default random)")
 	fs.BoolVar(&f.pprof, "pprof", false, "serve net/http/pprof under /debug/pprof/")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -78,20 +83,6 @@ func newLogger(level, format string, w io.Writer) (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	}
 	return nil, fmt.Errorf("--log-format: %q is neither text nor json", format)
-}
-
-// tokenAuth returns an Authenticate hook accepting clients that present token.
-func tokenAuth(token string) func(*http.Request) (string, error) {
-	return func(r *http.Request) (string, error) {
-		got := r.URL.Query().Get("token")
-		if got == "" {
-			got = strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
-		}
-		if got != token {
-			return "", errors.New("missing or wrong token")
-		}
-		return "", nil
-	}
 }
 
 const serveUsage = `usage: shardhub serve [flags]
@@ -123,7 +114,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	if f.token != "" {
-		cfg.Authenticate = tokenAuth(f.token)
+		cfg.Authenticate = server.TokenAuth(f.token)
 	}
 	if cfg.MaxConnections == -1 {
 		cfg.MaxConnections = autoMaxConns()
@@ -137,7 +128,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "shardhub serve:", err)
 		return 2
 	}
-	opts := server.Options{APIToken: f.apiToken, Pprof: f.pprof, Logger: log}
+	opts := server.Options{APIToken: f.apiToken, AllowRemoteAPI: f.apiRemote, StatsToken: f.statsToken, Pprof: f.pprof, Logger: log}
 	if rb != nil {
 		cfg.Broker = rb
 		opts.Health, opts.Cluster = rb.Health, rb.Cluster
@@ -152,11 +143,10 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "shardhub serve:", serveConfigError(fs, &f, err))
 		return 1
 	}
-	srv := &http.Server{
-		Handler:           server.Handler(e, opts),
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
+	refused := e.Metrics().NewCounter(`shardhub_http_refused_total`)
+	srv := server.NewHTTPServer(server.Handler(e, opts), server.HTTPConfig{
+		MaxConns: f.maxHTTPConns, Logger: log, OnRefuse: refused.Inc,
+	})
 	log.Info("shardhub: serving", "addr", ln.Addr().String(), "shards", e.NumShards(), "instance", e.InstanceID(),
 		"max_conns", cfg.MaxConnections, "ws", "ws://"+displayAddr(ln.Addr())+"/ws", "version", version())
 
