@@ -6,7 +6,7 @@ ADDR     ?= :8080
 BENCHTIME ?= 1s
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all build run cluster test race test-short bench bench-1m bench-real lint vet fmt fmt-check clean interop-deps
+.PHONY: all build run cluster test race test-short bench bench-1m bench-real lint vet fmt fmt-check clean interop-deps fuzz
 
 all: build
 
@@ -43,9 +43,12 @@ cluster: build
 	echo "cluster: redis on 127.0.0.1:$(CLUSTER_REDIS_PORT), $(CLUSTER_N) instances on $(ADDR) (GET /api/cluster lists them); Ctrl-C stops all"; \
 	wait
 
-## test: vet, format check, and every test with the race detector
+## test: vet, format check, and every test with the race detector; skipped tests
+## are listed at the end (gotestsum's summary), so a missing redis-server,
+## node or chromium shows
+GOTESTSUM ?= gotest.tools/gotestsum@v1.13.0
 test: vet fmt-check
-	$(GO) test -race -count=1 -timeout 15m $(PKGS)
+	$(GO) run $(GOTESTSUM) --format pkgname-and-test-fails -- -race -count=1 -timeout 15m $(PKGS)
 
 ## race: the tests with the race detector only
 race:
@@ -69,6 +72,17 @@ BENCH_REAL_FLAGS ?= --conns 19000 --rate 200 --duration 5s
 bench-real: build
 	@mkdir -p reports
 	./$(BIN) bench --real $(BENCH_REAL_FLAGS) --json reports/bench-real.json --html reports/bench-real.html
+
+## fuzz: every fuzz target for FUZZTIME each (the seed corpora also run in make test)
+FUZZTIME ?= 30s
+fuzz:
+	@set -e; for pkg in $$($(GO) list ./...); do \
+	  dir=$$($(GO) list -f '{{.Dir}}' $$pkg); \
+	  for t in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$dir/*_test.go 2>/dev/null | sed 's/^func //'); do \
+	    echo "== $$pkg $$t ($(FUZZTIME))"; \
+	    $(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$(FUZZTIME) $$pkg; \
+	  done; \
+	done
 
 ## lint: go vet, staticcheck and a go.mod/go.sum tidiness check
 lint: vet

@@ -52,11 +52,12 @@ func TestTenThousandClientsGetEveryBroadcast(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "10,000 connections", func() bool { return ts.e.Connections() >= clients || cmd.ProcessState != nil })
-	deadline := time.Now().Add(2 * time.Minute)
+	// A generous deadline: 10,000 handshakes under -race on a busy 2-core
+	// machine take seconds to minutes; this is not a speed check.
+	deadline := time.Now().Add(5 * time.Minute)
 	for ts.e.Connections() < clients {
 		if time.Now().After(deadline) {
-			t.Fatalf("only %d connections:\n%s", ts.e.Connections(), out.String())
+			t.Fatalf("only %d connections after 5 minutes:\n%s", ts.e.Connections(), out.String())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -136,7 +137,7 @@ func TestFleetChild(t *testing.T) {
 		}
 	}
 	_, _ = os.Stdin.Read(make([]byte, 1)) // EOF once the parent has broadcast
-	deadline := time.Now().Add(2 * time.Minute)
+	deadline := time.Now().Add(5 * time.Minute)
 	for {
 		complete := 0
 		for i := range counters {
