@@ -74,6 +74,11 @@ type Config struct {
 	// connections cheap: a message that fits is read with one system call, a
 	// larger one is read past the buffer straight into its own. Zero means 256.
 	ReadBufferSize int
+	// ReadPollers is the number of goroutines that read every TCP connection
+	// through epoll on Linux (an idle connection then has no goroutine and no
+	// read buffer). Zero means GOMAXPROCS; negative gives every connection a
+	// goroutine of its own, as on other systems and for TLS connections.
+	ReadPollers int
 	// MaxConnections caps the WebSocket connections the engine holds: past it
 	// an upgrade gets 503 Service Unavailable with Retry-After, counted as
 	// shardhub_upgrade_failures_total{reason="max_connections"}. Set it below the

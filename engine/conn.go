@@ -21,6 +21,7 @@ type Conn struct {
 	nc   net.Conn // the socket; nil for an attached connection
 	user string
 	in   inbound // read side, owned by the connection's reader (read.go)
+	box  mailbox // inbound work when the reactor reads the connection (mailbox.go)
 }
 
 func (e *Engine) newConn(id string, t transport.Transport) *Conn {

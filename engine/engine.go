@@ -14,6 +14,7 @@ import (
 	"github.com/cespare/xxhash/v2"
 	"github.com/lxzan/gws"
 
+	"github.com/shardhub/shardhub/engine/internal/reactor"
 	"github.com/shardhub/shardhub/shard"
 	"github.com/shardhub/shardhub/shard/frame"
 	"github.com/shardhub/shardhub/shard/transport"
@@ -29,6 +30,7 @@ type Engine struct {
 	router   Router        // broker's Router, or nil
 	history  HistoryBroker // the broker when it keeps history, else nil (history.go)
 	shards   []*shard.Shard
+	reactor  *reactor.Reactor // polls TCP connections' reads; nil where unavailable (poll.go)
 	upgrader *gws.Upgrader
 	metrics  *engineMetrics
 	idPrefix string
@@ -124,6 +126,18 @@ func New(cfg Config) (*Engine, error) {
 		go s.Run()
 	}
 	go e.coordinate()
+	if cfg.ReadPollers >= 0 {
+		r, err := reactor.New(reactor.Config{
+			Pollers: cfg.ReadPollers,
+			OnPanic: func(v any) { e.panicked("reactor", v, "") },
+		})
+		if err == nil {
+			e.reactor = r
+		} else if !errors.Is(err, reactor.ErrUnsupported) {
+			e.stop()
+			return nil, fmt.Errorf("shardhub: starting the read reactor: %w", err)
+		}
+	}
 	e.upgrader = e.newUpgrader()
 	if err := e.broker.Start(brokerHandler{e}); err != nil {
 		e.stop()
@@ -330,6 +344,9 @@ func (e *Engine) stop() {
 	}
 	e.readersMu.Unlock()
 	<-e.readersZero
+	if e.reactor != nil {
+		e.reactor.Close()
+	}
 	if err := e.broker.Close(); err != nil && !errors.Is(err, context.Canceled) {
 		e.cfg.Logger.Warn("shardhub: closing broker", "err", err)
 	}

@@ -1,7 +1,5 @@
 package engine
 
-import "time"
-
 // inboundLimits are the engine's per-connection inbound limits, derived once
 // from Config (see newInboundLimits).
 type inboundLimits struct {
@@ -46,9 +44,8 @@ const (
 	budgetExceeded        // close the connection
 )
 
-// take charges one frame of n payload bytes at now.
-func (b *budget) take(now time.Time, n int, l *inboundLimits) int {
-	ns := now.UnixNano()
+// take charges one frame of n payload bytes at ns (unix nanoseconds).
+func (b *budget) take(ns int64, n int, l *inboundLimits) int {
 	if b.last == 0 {
 		b.frames, b.bytes, b.last = l.burst, l.byteBurst, ns
 	} else if dt := float64(ns-b.last) / 1e9; dt > 0 {

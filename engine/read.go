@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/shardhub/shardhub/engine/internal/wsread"
@@ -23,22 +24,45 @@ import (
 // are read and discarded until it closes or closeLinger passes, so that a
 // client still sending sees the close code rather than a reset.
 //
-// One goroutine at a time reads a connection and owns its inbound state.
+// Two drivers feed the parser. On Linux, TCP connections are polled by the
+// engine's reactor (poll.go): a few poller goroutines read every ready socket,
+// and a connection's messages run on a goroutine that exists only while it has
+// messages waiting (its mailbox), because hooks, the Authorizer and Redis round
+// trips may block. Elsewhere, and for connections that are not plain TCP
+// (TLS), a goroutine of the connection's own reads it (readLoop) and runs its
+// messages itself. Either way one goroutine at a time parses a connection, and
+// its messages run one at a time, in order.
 
 // Read states of a connection (inbound.state).
 const (
-	readOpen     uint8 = iota // parsing
-	readDraining              // condemned: discarding input until the peer closes
-	readDone                  // the close handshake is over, or the socket failed
+	readOpen     uint32 = iota // parsing
+	readDraining               // condemned: discarding input until the peer closes
+	readDone                   // the close handshake is over, or the socket failed
 )
 
-// inbound is a connection's read-side state, owned by its reader.
+// inbound is a connection's read-side state. The parser, budget and now are
+// owned by the goroutine parsing the connection; state and reason are atomics
+// because a message's goroutine may condemn the connection too (a panic).
 type inbound struct {
 	p      wsread.Parser
 	budget budget
-	now    time.Time // when the bytes being parsed were read
-	state  uint8
-	reason string // why the connection ended, for shardhub_disconnects_total; set once
+	now    int64 // unix nanoseconds at which the bytes being parsed were read
+	state  atomic.Uint32
+	reason atomic.Uint32 // why the connection ended: an index in endReasons; 0 until known
+	async  bool          // messages go to the mailbox (reactor driver); set before reading starts
+}
+
+// endReasons are the labels of shardhub_disconnects_total a reader can give.
+var endReasons = [...]string{"", "normal", "peer_error", "too_large", "protocol_error", "invalid_utf8",
+	"rate_limited", "panic", "closed", "read_error", "timeout", "on_connect", "shutdown"}
+
+func reasonIndex(reason string) uint32 {
+	for i, r := range endReasons {
+		if r == reason {
+			return uint32(i)
+		}
+	}
+	return 0
 }
 
 // connReader is the wsread.Handler of a connection. It is a distinct type so
@@ -50,7 +74,7 @@ var _ wsread.Handler = (*connReader)(nil)
 // feed parses b, read from the socket at now. It reports whether the
 // connection is still open for reading.
 func (c *Conn) feed(b []byte, now time.Time) bool {
-	c.in.now = now
+	c.in.now = now.UnixNano()
 	_, err := c.in.p.Feed(b, c.e.cfg.MaxMessageSize, (*connReader)(c))
 	if err != nil {
 		var we *wsread.Error
@@ -60,7 +84,7 @@ func (c *Conn) feed(b []byte, now time.Time) bool {
 			c.condemn(CloseProtocolError, "protocol error", "protocol_error")
 		}
 	}
-	return c.in.state == readOpen
+	return c.in.state.Load() == readOpen
 }
 
 // protocolReason names a parser failure in metrics.
@@ -74,21 +98,27 @@ func protocolReason(code uint16) string {
 	return "protocol_error"
 }
 
-// OnMessage runs one complete data message.
+func (c *Conn) readNow() time.Time { return time.Unix(0, c.in.now) }
+
+// OnMessage runs one complete data message, or hands it to the mailbox.
 func (r *connReader) OnMessage(_ byte, payload []byte) bool {
 	c := (*Conn)(r)
-	c.sc.Touch(c.in.now)
+	c.sc.Touch(c.readNow())
 	if !c.charge(len(payload), true) {
-		return c.in.state == readOpen
+		return c.in.state.Load() == readOpen
 	}
-	c.dispatch(payload)
-	return c.in.state == readOpen
+	if c.in.async {
+		c.mail(mailMessage, payload, 0)
+	} else {
+		c.dispatch(payload)
+	}
+	return c.in.state.Load() == readOpen
 }
 
 // OnControl answers pings, notes pongs and completes the close handshake.
 func (r *connReader) OnControl(op byte, payload []byte) bool {
 	c := (*Conn)(r)
-	c.sc.Touch(c.in.now)
+	c.sc.Touch(c.readNow())
 	switch op {
 	case wsread.OpPing:
 		if c.charge(len(payload), false) {
@@ -102,18 +132,27 @@ func (r *connReader) OnControl(op byte, payload []byte) bool {
 		c.charge(len(payload), false)
 	case wsread.OpClose:
 		code := wsread.CloseCode(payload)
-		if !c.sc.Closed() {
-			// Echo the peer's code (RFC 6455 §5.5.1), then close once written.
-			if code == 1005 {
-				c.sc.Close(CloseNormal, "")
-			} else {
-				c.sc.Close(code, "")
-			}
-		}
 		c.end(closeReason(code))
-		c.in.state = readDone
+		c.in.state.CompareAndSwap(readOpen, readDone)
+		if c.in.async {
+			c.mail(mailClose, nil, code) // after the replies to what came before it
+		} else {
+			c.peerClosed(code)
+		}
 	}
-	return c.in.state == readOpen
+	return c.in.state.Load() == readOpen
+}
+
+// peerClosed answers the peer's close frame: the peer's code is echoed (RFC
+// 6455 §5.5.1) and the connection closes once that is written.
+func (c *Conn) peerClosed(code uint16) {
+	if c.sc.Closed() {
+		return // our close went first: the handshake is complete
+	}
+	if code == 1005 {
+		code = CloseNormal
+	}
+	c.sc.Close(code, "")
 }
 
 // closeReason names a close the peer started.
@@ -139,14 +178,23 @@ func (c *Conn) charge(n int, data bool) bool {
 		return true
 	case budgetRefused:
 		e.metrics.countError(CodeRateLimited)
-		if data {
-			c.reply(&Reply{Type: ReplyError, Code: CodeRateLimited, Reason: "inbound rate limit exceeded; message dropped"})
+		switch {
+		case !data:
+		case c.in.async:
+			c.mail(mailRefused, nil, 0) // answered in turn with the messages before it
+		default:
+			c.refused()
 		}
 		return false
 	default:
 		c.condemn(ClosePolicyViolation, "inbound rate limit exceeded", "rate_limited")
 		return false
 	}
+}
+
+// refused answers a data message dropped by the rate limit.
+func (c *Conn) refused() {
+	c.reply(&Reply{Type: ReplyError, Code: CodeRateLimited, Reason: "inbound rate limit exceeded; message dropped"})
 }
 
 // dispatch runs the protocol for one message. A panic in a hook, the
@@ -163,14 +211,18 @@ func (c *Conn) dispatch(payload []byte) {
 
 // condemn closes the connection for what it sent: the close frame goes out
 // behind what is queued, the event is counted and logged once, and from now on
-// the reader discards the connection's input. Called on the reader goroutine.
+// the reader discards the connection's input. Only the first call acts.
 func (c *Conn) condemn(code uint16, reason, metric string) {
-	if c.in.state != readOpen {
+	if !c.in.state.CompareAndSwap(readOpen, readDraining) {
 		return
 	}
-	c.in.state = readDraining
 	c.end(metric)
-	c.sc.Close(code, reason)
+	if c.in.async {
+		// After the replies to what the connection sent before.
+		c.mailItem(mailItem{kind: mailCondemn, code: code, reason: reason}, nil)
+	} else {
+		c.sc.Close(code, reason)
+	}
 	e := c.e
 	if metric != "panic" { // panics are counted in shardhub_panics_total
 		e.metrics.countErrorKind(metric)
@@ -181,9 +233,7 @@ func (c *Conn) condemn(code uint16, reason, metric string) {
 
 // end records why the connection ends, once.
 func (c *Conn) end(reason string) {
-	if c.in.reason == "" {
-		c.in.reason = reason
-	}
+	c.in.reason.CompareAndSwap(0, reasonIndex(reason))
 }
 
 func (c *Conn) remote() string {
@@ -195,7 +245,7 @@ func (c *Conn) remote() string {
 
 // readLoop reads the connection until it closes, then unregisters it. pending
 // holds bytes the client sent right behind its upgrade request. Runs in its own
-// goroutine, one per WebSocket connection (the blocking read path).
+// goroutine, one per connection read without the reactor.
 func (c *Conn) readLoop(pending []byte) {
 	e := c.e
 	defer e.admitted.Add(-1)
@@ -206,10 +256,10 @@ func (c *Conn) readLoop(pending []byte) {
 			e.panicked("read_loop", v, c.ID())
 			c.end("panic")
 			c.sc.Close(CloseInternalError, "internal error")
-			c.in.state = readDone
+			c.in.state.Store(readDone)
 		}
 	}()
-	open := c.in.state == readOpen && (len(pending) == 0 || c.feed(pending, time.Now()))
+	open := c.in.state.Load() == readOpen && (len(pending) == 0 || c.feed(pending, time.Now()))
 	buf := make([]byte, e.cfg.ReadBufferSize)
 	for open {
 		n, err := c.nc.Read(buf)
@@ -218,11 +268,11 @@ func (c *Conn) readLoop(pending []byte) {
 		}
 		if err != nil {
 			c.end(readErrReason(err))
-			c.in.state = readDone
+			c.in.state.Store(readDone)
 			break
 		}
 	}
-	if c.in.state == readDraining {
+	if c.in.state.Load() == readDraining {
 		c.drainInput()
 	}
 }
@@ -257,7 +307,7 @@ func (c *Conn) finish() {
 	e := c.e
 	c.in.p.Release()
 	c.home().Unregister(&c.sc)
-	reason := c.in.reason
+	reason := endReasons[c.in.reason.Load()]
 	if cause := c.sc.Cause(); cause != "" && (reason == "closed" || reason == "read_error" || reason == "") {
 		reason = cause // the server closed it first: evicted, timed out, shutting down
 	}

@@ -102,7 +102,8 @@ func (e *Engine) serveConn(netConn net.Conn, br *bufio.Reader, r *http.Request, 
 			e.admitted.Add(-1)
 		}
 	}()
-	c := e.newConn(e.newConnID(), transport.New(netConn))
+	t := transport.New(netConn)
+	c := e.newConn(e.newConnID(), t)
 	c.user = user
 	c.nc = netConn
 	if _, err := e.upgrader.UpgradeFromConn(&handshakeConn{Conn: netConn, c: c}, br, r); err != nil {
@@ -136,17 +137,42 @@ func (e *Engine) serveConn(netConn net.Conn, br *bufio.Reader, r *http.Request, 
 		if errors.Is(err, errHookPanic) {
 			code, reason = CloseInternalError, "internal error"
 		}
-		c.in.state = readDraining
+		c.in.state.Store(readDraining)
 		c.end("on_connect")
 		c.sc.Close(code, reason)
 		started = true
-		go c.readLoop(nil) // drains until the client closes, then unregisters
+		c.startReading(t, nil) // drains until the client closes, then unregisters
 		return
 	}
 	c.sendEncoded(len(c.ID())+32, func(b []byte) []byte { return e.codec.AppendWelcome(b, c.ID()) })
 	e.metrics.connects.Inc()
 	started = true
-	go c.readLoop(pending)
+	c.startReading(t, pending)
+}
+
+// startReading hands the connection to its reader: the reactor for a TCP
+// socket when the engine has one, else a goroutine of its own. The reader owns
+// the admission slot and the reader count from here on.
+func (c *Conn) startReading(t transport.Transport, pending []byte) {
+	tcp, ok := t.(*transport.TCP)
+	if c.e.reactor == nil || !ok {
+		go c.readLoop(pending)
+		return
+	}
+	c.in.async = true
+	if len(pending) > 0 && c.in.state.Load() == readOpen {
+		c.feed(pending, time.Now()) // before a poller owns the parser
+	}
+	reg, err := c.e.reactor.Add(tcp.RawConn(), (*connPoll)(c))
+	if err != nil {
+		// The reactor is closing (shutdown) or epoll refused the socket.
+		c.e.logLimited("reactor", "shardhub: cannot poll connection", "conn", c.ID(), "err", err)
+		c.end("read_error")
+		c.sc.Close(CloseGoingAway, "server shutting down")
+		c.mail(mailFinish, nil, 0)
+		return
+	}
+	tcp.BeforeClose(reg.Close)
 }
 
 // errHookPanic is what authenticate and onConnect return when the hook

@@ -5,6 +5,7 @@ package transport
 import (
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -18,8 +19,9 @@ const iovMax = 1024
 // TCP writes to a TCP socket with writev(2): TryWrite makes one non-blocking attempt
 // for the whole batch, so all frames pending for a socket leave in one system call.
 type TCP struct {
-	c   *net.TCPConn
-	raw syscall.RawConn
+	c           *net.TCPConn
+	raw         syscall.RawConn
+	beforeClose atomic.Pointer[func()] // called by Close before the socket closes
 }
 
 // New returns the fastest Transport for c: TCP for a *net.TCPConn, Conn otherwise.
@@ -114,8 +116,22 @@ func (t *TCP) Write(bufs [][]byte, deadline time.Time) (int, error) {
 	return blockingWrite(t.c, bufs, deadline)
 }
 
-// Close closes the socket.
-func (t *TCP) Close() error { return t.c.Close() }
+// Close closes the socket, after the function given to BeforeClose.
+func (t *TCP) Close() error {
+	if f := t.beforeClose.Load(); f != nil {
+		(*f)()
+	}
+	return t.c.Close()
+}
+
+// BeforeClose sets a function Close calls before it closes the socket: the
+// engine's reactor stops polling a socket before its descriptor can be reused.
+// It may be set once the transport is shared; Close may then run it more than
+// once.
+func (t *TCP) BeforeClose(f func()) { t.beforeClose.Store(&f) }
+
+// RawConn returns the socket's raw connection (for readiness polling).
+func (t *TCP) RawConn() syscall.RawConn { return t.raw }
 
 // CloseWrite sends FIN, keeping the read side open.
 func (t *TCP) CloseWrite() error { return t.c.CloseWrite() }

@@ -55,3 +55,11 @@ func putBuf(b []byte) {
 		pool256k.Put((*[256 << 10]byte)(b[:256<<10]))
 	}
 }
+
+// GetBuffer lends an empty buffer with room for at least n bytes from the
+// parser's pools (the engine copies a message into one when it hands it to
+// another goroutine).
+func GetBuffer(n int) []byte { return getBuf(n) }
+
+// PutBuffer gives back a buffer from GetBuffer.
+func PutBuffer(b []byte) { putBuf(b) }
