@@ -14,6 +14,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/VictoriaMetrics/metrics"
 	"github.com/lxzan/gws"
 
 	"github.com/shardhub/shardhub/engine"
@@ -729,5 +730,31 @@ func TestMaxConnections(t *testing.T) {
 	})
 	if _, _, err := tryDial(t, ts, "", nil); err == nil {
 		t.Fatal("a 5th connection was admitted past the limit of 3")
+	}
+}
+
+// TestSharedMetricsSet: engines created one after another on one metrics.Set
+// do not collide, and a stopped engine's series leave the set's output.
+func TestSharedMetricsSet(t *testing.T) {
+	t.Parallel()
+	shared := metrics.NewSet()
+	for i := range 3 {
+		e, err := engine.New(engine.Config{Logger: quietLogger(), Metrics: shared, InstanceID: fmt.Sprint("gen", i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var sb strings.Builder
+		shared.WritePrometheus(&sb)
+		if n := strings.Count(sb.String(), "\nshardhub_connections "); n != 1 {
+			t.Fatalf("engine %d: shardhub_connections appears %d times in the shared set", i, n)
+		}
+		if err := e.Shutdown(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var sb strings.Builder
+	shared.WritePrometheus(&sb)
+	if strings.Contains(sb.String(), "shardhub_") {
+		t.Fatalf("stopped engines still write metrics:\n%s", sb.String())
 	}
 }

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"strconv"
@@ -15,9 +16,11 @@ type counter interface {
 	Get() uint64
 }
 
-// engineMetrics are the engine's Prometheus metrics, in a *metrics.Set owned by
-// the engine (or given in Config.Metrics). Hot-path counts live in the shards as
-// atomics and are written out at scrape time.
+// engineMetrics are the engine's Prometheus metrics, in a *metrics.Set of the
+// engine's own: a second engine (a test, a restart in place) can never collide
+// with the first's names. When Config.Metrics is given, the engine's set is
+// written into it while the engine runs and not after Shutdown. Hot-path counts
+// live in the shards as atomics and are written out at scrape time.
 type engineMetrics struct {
 	set *metrics.Set
 
@@ -34,10 +37,21 @@ type engineMetrics struct {
 	panics      map[string]*metrics.Counter // recovered panics by where
 }
 
-func newEngineMetrics(e *Engine, set *metrics.Set) *engineMetrics {
-	if set == nil {
-		set = metrics.NewSet()
-	}
+// Labels created at zero, so dashboards and alerts see every series from the
+// start.
+var (
+	errorKinds = []string{string(CodeBadJSON), string(CodeUnknownType), string(CodeBadRequest), string(CodeBadChannel),
+		string(CodeTooLarge), string(CodeForbidden), string(CodeNotFound), string(CodeRateLimited),
+		string(CodeTooManySubs), string(CodeOverloaded), string(CodeInternal), "protocol_error", "invalid_utf8",
+		"recovery_bad_offset", "recovery_failed", "recovery_interrupted"}
+	disconnectReasons = []string{"normal", "peer_error", "closed", "read_error", "too_large", "protocol_error",
+		"invalid_utf8", "rate_limited", "panic", "on_connect", "timeout", "slow_consumer", "write_error", "shutdown"}
+	upgradeReasons = []string{"handshake", "origin", "auth", "max_connections", "shutdown", "hijack", "on_connect"}
+	panicPlaces    = []string{"message", "read_loop", "on_connect", "on_disconnect", "authenticate", "drain", "reactor"}
+)
+
+func newEngineMetrics(e *Engine, shared *metrics.Set) *engineMetrics {
+	set := metrics.NewSet()
 	m := &engineMetrics{
 		set:          set,
 		broadcasts:   set.NewCounter(`shardhub_broadcasts_total`),
@@ -57,34 +71,48 @@ func newEngineMetrics(e *Engine, set *metrics.Set) *engineMetrics {
 	for _, t := range []RequestType{RequestSubscribe, RequestUnsubscribe, RequestPublish, RequestSend} {
 		m.requests[t] = set.NewCounter(fmt.Sprintf(`shardhub_requests_total{type=%q}`, t.String()))
 	}
-	// Pre-register the error kinds a client can cause, so dashboards see zeros.
-	for _, k := range []ErrorCode{CodeBadJSON, CodeUnknownType, CodeBadRequest, CodeBadChannel, CodeTooLarge,
-		CodeForbidden, CodeNotFound, CodeRateLimited, CodeTooManySubs, CodeOverloaded} {
-		m.countErrorKindN(string(k), 0)
+	for _, k := range errorKinds {
+		m.labeled(m.errors, `shardhub_errors_total{kind=%q}`, k)
 	}
-	for _, k := range []string{"protocol_error", "invalid_utf8", "too_large", "rate_limited"} {
-		m.countErrorKindN(k, 0)
+	for _, r := range disconnectReasons {
+		m.labeled(m.disconnects, `shardhub_disconnects_total{reason=%q}`, r)
 	}
-	for _, w := range []string{"message", "read_loop", "on_connect", "on_disconnect", "authenticate", "drain"} {
+	for _, r := range upgradeReasons {
+		m.labeled(m.upgrades, `shardhub_upgrade_failures_total{reason=%q}`, r)
+	}
+	for _, w := range panicPlaces {
 		m.labeled(m.panics, `shardhub_panics_total{where=%q}`, w)
 	}
 	set.NewGauge(`shardhub_broadcast_queue_length`, func() float64 { return float64(len(e.queue)) })
+	set.NewGauge(`shardhub_client_queue_length`, func() float64 { return float64(len(e.clientQueue)) })
 	set.NewGauge(`shardhub_channels`, func() float64 {
 		e.chanMu.Lock()
 		defer e.chanMu.Unlock()
 		return float64(len(e.chans))
 	})
 	set.RegisterMetricsWriter(func(w io.Writer) { e.writeShardMetrics(w) })
+	if shared != nil {
+		shared.RegisterMetricsWriter(func(w io.Writer) {
+			select {
+			case <-e.shutdownDone:
+			default:
+				e.WritePrometheus(w)
+			}
+		})
+	}
 	return m
 }
 
 // writeShardMetrics writes the shards' atomic counters and the ledger at
-// scrape time.
+// scrape time, each family's metadata once.
 func (e *Engine) writeShardMetrics(w io.Writer) {
+	meta := func(name, typ string) { metrics.WriteMetadataIfNeeded(w, name, typ) }
+	line := func(name string, v uint64) { fmt.Fprintf(w, "%s %d\n", name, v) }
 	var conns, bytes, writeErrs, evicted, registered int64
+	meta("shardhub_shard_connections", "gauge")
 	for _, s := range e.shards {
 		c := s.Counters()
-		metrics.WriteGaugeUint64(w, `shardhub_shard_connections{shard="`+strconv.Itoa(s.Index())+`"}`, uint64(max(c.Conns, 0)))
+		line(`shardhub_shard_connections{shard="`+strconv.Itoa(s.Index())+`"}`, uint64(max(c.Conns, 0)))
 		conns += c.Conns
 		bytes += c.Bytes
 		writeErrs += c.WriteErrors
@@ -97,19 +125,26 @@ func (e *Engine) writeShardMetrics(w io.Writer) {
 	metrics.WriteCounterUint64(w, `shardhub_write_errors_total`, uint64(writeErrs))
 	metrics.WriteCounterUint64(w, `shardhub_forced_disconnects_total`, uint64(evicted))
 	l := e.Ledger()
-	for src, n := range l.Messages.Received {
-		metrics.WriteCounterUint64(w, `shardhub_messages_received_total{source="`+src+`"}`, n)
+	meta("shardhub_messages_received_total", "counter")
+	for s := range numSources {
+		line(`shardhub_messages_received_total{source="`+s.String()+`"}`, l.Messages.Received[s.String()])
 	}
 	metrics.WriteCounterUint64(w, `shardhub_messages_fanned_out_total`, l.Messages.FannedOut)
 	metrics.WriteCounterUint64(w, `shardhub_messages_forwarded_total`, l.Messages.Forwarded)
-	for r, n := range l.Messages.Dropped {
-		metrics.WriteCounterUint64(w, `shardhub_messages_dropped_total{reason="`+r.String()+`"}`, n)
+	metrics.WriteGaugeUint64(w, `shardhub_messages_queued`, l.Messages.Queued)
+	meta("shardhub_messages_dropped_total", "counter")
+	for _, r := range []DropReason{DropQueueFull, DropConnClosed, DropBrokerUnavailable, DropShutdown} {
+		line(`shardhub_messages_dropped_total{reason="`+r.String()+`"}`, l.Messages.Dropped[r])
 	}
 	metrics.WriteCounterUint64(w, `shardhub_deliveries_total`, l.Deliveries.Recipients)
 	metrics.WriteCounterUint64(w, `shardhub_messages_sent_total`, l.Deliveries.Written)
 	metrics.WriteGaugeUint64(w, `shardhub_deliveries_pending`, l.Deliveries.Pending)
-	for r, n := range l.Deliveries.Dropped {
-		metrics.WriteCounterUint64(w, `shardhub_deliveries_dropped_total{reason="`+r.String()+`"}`, n)
+	meta("shardhub_deliveries_dropped_total", "counter")
+	for _, r := range []DropReason{DropSlowConsumer, DropConnClosed, DropShutdown} {
+		line(`shardhub_deliveries_dropped_total{reason="`+r.String()+`"}`, l.Deliveries.Dropped[r])
+	}
+	if e.reactor != nil {
+		metrics.WriteGaugeUint64(w, `shardhub_polled_connections`, uint64(e.reactor.Len()))
 	}
 }
 
@@ -153,5 +188,20 @@ func (m *engineMetrics) labeled(mp map[string]*metrics.Counter, format, label st
 // Metrics returns the engine's metrics set.
 func (e *Engine) Metrics() *metrics.Set { return e.metrics.set }
 
-// WritePrometheus writes the engine's metrics in Prometheus text format.
-func (e *Engine) WritePrometheus(w io.Writer) { e.metrics.set.WritePrometheus(w) }
+// WritePrometheus writes the engine's metrics in Prometheus text format. When
+// metadata is on (metrics.ExposeMetadata, which the bundled server turns on),
+// each family's HELP line says what it counts.
+func (e *Engine) WritePrometheus(w io.Writer) {
+	var b bytes.Buffer
+	e.metrics.set.WritePrometheus(&b)
+	for line := range bytes.Lines(b.Bytes()) {
+		if fam, ok := bytes.CutPrefix(line, []byte("# HELP ")); ok {
+			name := string(bytes.TrimSpace(fam))
+			if h, ok := metricHelp[name]; ok {
+				fmt.Fprintf(w, "# HELP %s %s\n", name, h)
+				continue
+			}
+		}
+		_, _ = w.Write(line)
+	}
+}

@@ -145,3 +145,62 @@ func TestTokenAuth(t *testing.T) {
 		}
 	}
 }
+
+// TestMetricsExposition: every family has one HELP (with text) and one TYPE
+// line, labelled series exist at zero before their first event, and the
+// output parses as Prometheus text.
+func TestMetricsExposition(t *testing.T) {
+	t.Parallel()
+	e, err := engine.New(engine.Config{Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = e.Shutdown(t.Context()) })
+	h := server.Handler(e, server.Options{Logger: quietLogger(), StatsInterval: -1})
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	help, typ := map[string]int{}, map[string]int{}
+	series := map[string]bool{}
+	for _, line := range strings.Split(w.Body.String(), "\n") {
+		switch {
+		case strings.HasPrefix(line, "# HELP "):
+			f := strings.Fields(line)
+			help[f[2]]++
+			if strings.HasPrefix(f[2], "shardhub_") && len(f) < 4 {
+				t.Errorf("no HELP text: %q", line)
+			}
+		case strings.HasPrefix(line, "# TYPE "):
+			typ[strings.Fields(line)[2]]++
+		case line != "":
+			name, _, _ := strings.Cut(line, " ")
+			series[name] = true
+			fam, _, _ := strings.Cut(name, "{")
+			for _, suffix := range []string{"_bucket", "_sum", "_count"} {
+				if base := strings.TrimSuffix(fam, suffix); typ[fam] == 0 && typ[base] != 0 {
+					fam = base // a histogram's or summary's series
+				}
+			}
+			if typ[fam] == 0 {
+				t.Errorf("series %s before its TYPE line", name)
+			}
+		}
+	}
+	for fam, n := range help {
+		if n != 1 || typ[fam] != 1 {
+			t.Errorf("family %s: %d HELP and %d TYPE lines", fam, n, typ[fam])
+		}
+	}
+	for _, s := range []string{
+		`shardhub_disconnects_total{reason="rate_limited"}`,
+		`shardhub_upgrade_failures_total{reason="max_connections"}`,
+		`shardhub_api_errors_total{code="cross_site"}`,
+		`shardhub_panics_total{where="message"}`,
+		`shardhub_messages_dropped_total{reason="queue_full"}`,
+		`shardhub_deliveries_dropped_total{reason="slow_consumer"}`,
+		`shardhub_messages_received_total{source="client"}`,
+	} {
+		if !series[s] {
+			t.Errorf("series %s missing before its first event", s)
+		}
+	}
+}

@@ -73,7 +73,13 @@ func Handler(e *engine.Engine, opts Options) http.Handler {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	// HELP and TYPE lines on /metrics. The switch is process-wide in
+	// VictoriaMetrics/metrics: an embedder serving other sets gets them too.
+	vm.ExposeMetadata(true)
 	s := &api{e: e, opts: opts}
+	for _, code := range apiErrorCodes {
+		e.Metrics().GetOrCreateCounter(`shardhub_api_errors_total{code="` + code + `"}`)
+	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /ws", e)
 	mux.HandleFunc("GET /healthz", s.health)
@@ -94,6 +100,10 @@ func Handler(e *engine.Engine, opts Options) http.Handler {
 	}
 	return mux
 }
+
+// apiErrorCodes are the codes of shardhub_api_errors_total, created at zero.
+var apiErrorCodes = []string{"bad_request", "bad_channel", "too_large", "not_found", "overloaded", "shutting_down",
+	"internal", "unavailable", "unauthorized", "forbidden", "cross_site", "unsupported_media_type"}
 
 type api struct {
 	e    *engine.Engine
