@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"runtime"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -172,7 +173,9 @@ func TestAttackLedgerBalancesAfterAbuse(t *testing.T) {
 	pub := rawFrame(0x1, []byte(`{"type":"publish","channel":"x","data":"`+string(bytes.Repeat([]byte("z"), 3000))+`"}`), true)
 	go func() { _ = flooder.write(bytes.Repeat(pub, 400)) }()
 	for i := range 2000 {
-		_ = ts.e.Publish("x", bytes.Repeat([]byte("y"), 3000))
+		for ts.e.Publish("x", bytes.Repeat([]byte("y"), 3000)) != nil {
+			time.Sleep(time.Millisecond) // dropped (counted): try again, so the stalled ones overflow
+		}
 		if i == 100 {
 			for _, g := range gone {
 				if tc, ok := g.c.(*net.TCPConn); ok {
@@ -182,7 +185,66 @@ func TestAttackLedgerBalancesAfterAbuse(t *testing.T) {
 			}
 		}
 	}
-	waitFor(t, "slow consumers evicted", func() bool { return metric(t, ts.e, "shardhub_forced_disconnects_total") >= 1 })
-	waitFor(t, "the ledger to balance at rest", func() bool { return ts.e.Ledger().Balanced })
+	deadline := time.Now().Add(30 * time.Second)
+	for !ts.e.Ledger().Balanced || metric(t, ts.e, "shardhub_forced_disconnects_total") < 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("not at rest after 30 s: %d slow consumers evicted, ledger %+v",
+				int(metric(t, ts.e, "shardhub_forced_disconnects_total")), ts.e.Ledger())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	_ = stalled
+}
+
+// TestAttackBlockedConnectionStopsBeingRead: the Authorizer "may block that
+// connection only". With the reactor, a connection's messages are copied out
+// of the poller's buffer into its mailbox while its goroutine is blocked, and
+// the mailbox has no bound: a client keeps sending within its budget (1 MiB/s)
+// and every message is copied into a pooled buffer of up to four times its
+// size (a 32769-byte message takes a 128 KiB buffer). The blocking reader
+// stopped reading instead and let TCP push back. Here one connection sends
+// 150 such messages in about 3 s behind a blocked Authorizer; the server must
+// stop reading it (or refuse it) before it holds more than a few messages'
+// worth of memory, instead of ~19 MiB.
+func TestAttackBlockedConnectionStopsBeingRead(t *testing.T) {
+	release := make(chan struct{})
+	block := func(ctx context.Context, _ engine.AuthRequest) error {
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return nil
+	}
+	ts := startServer(t, engine.Config{Authorizer: block, PingInterval: -1}, server.Options{StatsInterval: -1})
+	t.Cleanup(func() { close(release) })
+	r := rawDial(t, ts, nil)
+	msg := rawFrame(0x1, []byte(`{"type":"publish","channel":"x","data":"`+string(bytes.Repeat([]byte("z"), 32769-40))+`"}`), true)
+	before := heapInUse()
+	start := time.Now()
+	sent := 0
+	for i := range 150 {
+		// Within both budgets: the burst (2 MiB) at once, then 1 MiB/s.
+		if i >= 60 {
+			time.Sleep(time.Until(start.Add(time.Duration(i-60) * 33 * time.Millisecond)))
+		}
+		_ = r.c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+		if _, err := r.c.Write(msg); err != nil {
+			break // the server pushes back: what we want
+		}
+		sent++
+	}
+	time.Sleep(200 * time.Millisecond)
+	grown := int64(heapInUse()) - int64(before)
+	if grown > 8<<20 {
+		t.Fatalf("one connection blocked in its Authorizer made the server hold %d MiB more (%d messages of %d bytes sent in %v)",
+			grown>>20, sent, len(msg), time.Since(start).Round(time.Millisecond))
+	}
+}
+
+// heapInUse is the live heap after a collection.
+func heapInUse() uint64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
 }
