@@ -81,11 +81,7 @@ func roundTrip(t *testing.T, src, addr, req string) int {
 // address must still get in.
 func TestAttackSlowBodiesCannotLockOutNewcomers(t *testing.T) {
 	t.Parallel()
-	e, err := engine.New(engine.Config{Logger: quietLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = e.Shutdown(t.Context()) })
+	e := newEngine(t, engine.Config{})
 	srv, addr := hardened(t, server.Handler(e, server.Options{Logger: quietLogger(), StatsInterval: -1}),
 		server.HTTPConfig{MaxConns: 8, ReadTimeout: 10 * time.Minute})
 	for i := range 8 {
@@ -121,11 +117,7 @@ func TestAttackSlowBodiesCannotLockOutNewcomers(t *testing.T) {
 // rate-limited; the metric (shardhub_api_errors_total) still counts each.
 func TestAttackAPIRefusalLogsAreRateLimited(t *testing.T) {
 	t.Parallel()
-	e, err := engine.New(engine.Config{Logger: quietLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = e.Shutdown(t.Context()) })
+	e := newEngine(t, engine.Config{})
 	var logs lineLog
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 	h := server.Handler(e, server.Options{APIToken: "tok", Logger: log, StatsInterval: -1})
@@ -164,10 +156,7 @@ func TestAttackAPIRefusalLogsAreRateLimited(t *testing.T) {
 // or an IP literal), as loopback-only services do against rebinding.
 func TestAttackDNSRebindingIsRefused(t *testing.T) {
 	t.Parallel()
-	e, err := engine.New(engine.Config{Logger: quietLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := newEngine(t, engine.Config{})
 	addr := startEngine(t, e, server.Options{Logger: quietLogger(), StatsInterval: -1}, nil)
 	_, port, _ := net.SplitHostPort(addr)
 	post := func(host string, browser bool) int {
@@ -196,11 +185,7 @@ func TestAttackDNSRebindingIsRefused(t *testing.T) {
 // refuses. (Holds.)
 func TestAttackCrossSiteTricksRefused(t *testing.T) {
 	t.Parallel()
-	e, err := engine.New(engine.Config{Logger: quietLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = e.Shutdown(t.Context()) })
+	e := newEngine(t, engine.Config{})
 	h := server.Handler(e, server.Options{Logger: quietLogger(), StatsInterval: -1})
 	for _, tc := range []struct {
 		name    string
@@ -254,11 +239,7 @@ func TestAttackCrossSiteTricksRefused(t *testing.T) {
 // loopback clients only otherwise.
 func TestAttackPprofIsGuarded(t *testing.T) {
 	t.Parallel()
-	e, err := engine.New(engine.Config{Logger: quietLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = e.Shutdown(t.Context()) })
+	e := newEngine(t, engine.Config{})
 	for _, tc := range []struct {
 		name   string
 		opts   server.Options
