@@ -89,8 +89,11 @@ const (
 	CodeNotFound    ErrorCode = "not_found"
 	CodeRateLimited ErrorCode = "rate_limited"
 	CodeTooManySubs ErrorCode = "too_many_subscriptions"
-	CodeOverloaded  ErrorCode = "overloaded"
-	CodeInternal    ErrorCode = "internal"
+	// CodeTooManyChannels refuses a subscription that would create a channel
+	// past Config.MaxChannels.
+	CodeTooManyChannels ErrorCode = "too_many_channels"
+	CodeOverloaded      ErrorCode = "overloaded"
+	CodeInternal        ErrorCode = "internal"
 )
 
 // Codec is the engine's wire protocol: it decodes client requests and encodes the
@@ -148,6 +151,9 @@ type jsonRequest struct {
 	Since   *string         `json:"since"`
 }
 
+// maxIDLength bounds the request id a reply echoes.
+const maxIDLength = 128
+
 // Decode parses a JSON request.
 func (JSONCodec) Decode(msg []byte, req *Request) error {
 	var jr jsonRequest
@@ -156,7 +162,17 @@ func (JSONCodec) Decode(msg []byte, req *Request) error {
 	}
 	req.ID = jr.ID
 	if len(req.ID) > 0 && req.ID[0] != '"' && (req.ID[0] < '0' || req.ID[0] > '9') && req.ID[0] != '-' {
+		req.ID = nil
 		return &CodecError{Code: CodeBadRequest, Reason: "id must be a number or a string"}
+	}
+	if len(req.ID) > maxIDLength {
+		req.ID = nil
+		return &CodecError{Code: CodeBadRequest, Reason: "id longer than 128 bytes"}
+	}
+	if !utf8.Valid(req.ID) {
+		// The id is echoed in a text frame: invalid bytes (in a binary frame's
+		// string) become U+FFFD, as in data.
+		req.ID = bytes.ToValidUTF8(req.ID, []byte("\\ufffd"))
 	}
 	switch jr.Type {
 	case "subscribe":

@@ -33,6 +33,7 @@ const (
 	DefaultInboundBurst       = 200
 	DefaultInboundByteRate    = 1 << 20
 	DefaultMaxChannelLength   = 255
+	DefaultMaxChannels        = 1 << 20
 	maxAllowedMessageSize     = 16 << 20
 	maxAllowedShards          = 4096
 	minAllowedReadBufferSize  = 128
@@ -70,9 +71,11 @@ type Config struct {
 	// Broadcast, Publish and Send accept. A larger inbound message closes the
 	// connection with 1009. Zero means 64 KiB.
 	MaxMessageSize int
-	// ReadBufferSize is the per-connection read buffer. Small keeps idle
-	// connections cheap: a message that fits is read with one system call, a
-	// larger one is read past the buffer straight into its own. Zero means 256.
+	// ReadBufferSize is the read buffer of a connection read by a goroutine of
+	// its own (TLS, systems without epoll, ReadPollers < 0): small keeps an
+	// idle connection cheap; while reads keep filling it, a 64 KiB buffer is
+	// borrowed from a pool instead. Connections read by the reactor use its
+	// pollers' buffers and hold none. Zero means 256.
 	ReadBufferSize int
 	// ReadPollers is the number of goroutines that read every TCP connection
 	// through epoll on Linux (an idle connection then has no goroutine and no
@@ -91,6 +94,13 @@ type Config struct {
 	MaxSubscriptions int
 	// MaxChannelLength is the longest channel name. Zero means 255.
 	MaxChannelLength int
+	// MaxChannels caps the channels with subscribers on this instance: a
+	// client subscription that would create one more is refused
+	// (too_many_channels). Server-side Conn.Subscribe is not capped. Each
+	// channel costs about its name plus 200 bytes, so the default bounds what
+	// clients can make the server hold in channels to a few hundred MB. Zero
+	// means 1,048,576.
+	MaxChannels int
 	// PingInterval is how often every connection is pinged. Zero means 54s;
 	// negative disables pings (and the read deadline).
 	PingInterval time.Duration
@@ -245,6 +255,9 @@ func (cfg Config) withDefaults() Config {
 	if cfg.MaxSubscriptions == 0 {
 		cfg.MaxSubscriptions = DefaultMaxSubscriptions
 	}
+	if cfg.MaxChannels == 0 {
+		cfg.MaxChannels = DefaultMaxChannels
+	}
 	if cfg.MaxChannelLength == 0 {
 		cfg.MaxChannelLength = DefaultMaxChannelLength
 	}
@@ -314,6 +327,8 @@ func (cfg Config) Validate() error {
 		return bad("MaxConnections", "%d is negative (0 means no limit)", c.MaxConnections)
 	case c.MaxSubscriptions < 1:
 		return bad("MaxSubscriptions", "%d must be positive", c.MaxSubscriptions)
+	case c.MaxChannels < 1:
+		return bad("MaxChannels", "%d must be positive", c.MaxChannels)
 	case c.MaxChannelLength < 1:
 		return bad("MaxChannelLength", "%d must be positive", c.MaxChannelLength)
 	case c.PingInterval > 0 && c.PongWait <= c.PingInterval:

@@ -144,7 +144,7 @@ func (c *Conn) handle(msg []byte) {
 		if errors.As(err, &ce) {
 			reason = ce.Reason
 		}
-		e.cfg.Logger.Debug("shardhub: bad client message", "conn", c.ID(), "code", code, "reason", reason)
+		e.logLimited("bad_message", "shardhub: bad client message", "conn", c.ID(), "code", code, "reason", reason)
 		c.fail(req.ID, code, reason)
 		return
 	}
@@ -176,7 +176,7 @@ func (c *Conn) authorize(req AuthRequest, id []byte) bool {
 		return true
 	}
 	c.e.metrics.authDenials.Inc()
-	c.e.cfg.Logger.Info("shardhub: authorizer denied", "conn", c.ID(), "user", c.user,
+	c.e.logLimited("auth", "shardhub: authorizer denied", "conn", c.ID(), "user", c.user,
 		"action", req.Action.String(), "channel", req.Channel, "err", err)
 	c.fail(id, CodeForbidden, err.Error())
 	return false
@@ -188,6 +188,10 @@ func (c *Conn) handleSubscribe(req *Request) {
 		return
 	}
 	if !c.authorize(AuthRequest{Action: ActionSubscribe, Conn: c, Channel: req.Channel}, req.ID) {
+		return
+	}
+	if c.e.channelsFull(req.Channel) {
+		c.fail(req.ID, CodeTooManyChannels, "this server holds too many channels")
 		return
 	}
 	if c.e.history != nil {
@@ -269,7 +273,7 @@ func (c *Conn) failFromError(id []byte, err error) {
 	case errors.Is(err, ErrShutdown):
 		c.fail(id, CodeOverloaded, "server shutting down")
 	default:
-		c.e.cfg.Logger.Warn("shardhub: request failed", "conn", c.ID(), "err", err)
+		c.e.logLimited("request_failed", "shardhub: request failed", "conn", c.ID(), "err", err)
 		c.fail(id, CodeInternal, "internal error")
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -15,6 +16,7 @@ import (
 	"github.com/lxzan/gws"
 
 	"github.com/shardhub/shardhub/engine/internal/reactor"
+	"github.com/shardhub/shardhub/internal/ratelog"
 	"github.com/shardhub/shardhub/shard"
 	"github.com/shardhub/shardhub/shard/frame"
 	"github.com/shardhub/shardhub/shard/transport"
@@ -38,7 +40,7 @@ type Engine struct {
 	// checkText is set when the codec is not JSONCodec and sends text frames:
 	// its payloads are checked for valid UTF-8 (encode).
 	checkText bool
-	logs      logLimiter // rate limit of client-caused log lines
+	clientLog *slog.Logger // the log lines clients can cause, rate-limited (logging.go)
 
 	queue       chan outbound // the bounded broadcast queue, read by the coordinator
 	clientQueue chan outbound // client publications' own bounded queue (fanout.go)
@@ -95,6 +97,7 @@ func New(cfg Config) (*Engine, error) {
 	}
 	e.cfg.InstanceID = e.idPrefix
 	e.limits = newInboundLimits(&e.cfg)
+	e.clientLog = ratelog.Logger(e.cfg.Logger)
 	_, isJSON := e.codec.(JSONCodec)
 	e.checkText = !isJSON && e.codec.Opcode() == frame.OpText
 	e.metrics = newEngineMetrics(e, cfg.Metrics)
@@ -117,7 +120,7 @@ func New(cfg Config) (*Engine, error) {
 			PingInterval:     ping,
 			IdleTimeout:      idle,
 			OnPanic:          func(where string, v any) { e.panicked(where, v, "") },
-			Logger:           cfg.Logger,
+			Logger:           e.clientLog, // shard lines are about one connection: rate-limited
 			OnChannel:        e.onChannel,
 			OnRemove:         e.onRemove,
 		})

@@ -191,6 +191,17 @@ func (e *Engine) Subscribers(channel string) int {
 	return n
 }
 
+// channelsFull reports whether a client's subscription to channel would
+// create a channel past Config.MaxChannels. The check is not atomic with the
+// subscription: concurrent first subscribers may pass it by a few, which is
+// what a cap on memory needs.
+func (e *Engine) channelsFull(channel string) bool {
+	e.chanMu.Lock()
+	defer e.chanMu.Unlock()
+	_, exists := e.chans[channel]
+	return !exists && len(e.chans) >= e.cfg.MaxChannels
+}
+
 func (e *Engine) hasLocalSubscribers(channel string) bool {
 	e.chanMu.Lock()
 	_, ok := e.chans[channel]

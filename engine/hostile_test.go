@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -407,5 +408,59 @@ func TestCustomCodecInvalidTextGoesBinary(t *testing.T) {
 		if err != nil || f.op != want {
 			t.Fatalf("frame %d: opcode %d (%v), want %d", i, f.op, err, want)
 		}
+	}
+}
+
+// TestGoroutineReader runs the read side's rules on the other driver: a
+// goroutine per connection (TLS connections, systems without epoll, or
+// ReadPollers < 0) must answer hostile input exactly as the reactor does.
+func TestGoroutineReader(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, engine.Config{ReadPollers: -1, MaxMessageSize: 4096, InboundRate: 20, InboundBurst: 20,
+		PingInterval: 300 * time.Millisecond, PongWait: time.Second}, server.Options{})
+	for _, tt := range []struct {
+		name string
+		in   []byte
+		code uint16
+	}{
+		{"the gws crash frame", crashFrame, 1002},
+		{"too big", rawFrame(0x1, make([]byte, 5000), true), 1009},
+		{"invalid UTF-8", rawFrame(0x1, []byte{0xff}, true), 1007},
+		{"pipelined behind a valid message", append(rawFrame(0x1, []byte(`{"type":"subscribe","channel":"a"}`), true), crashFrame...), 1002},
+		{"a flood", bytes.Repeat(rawFrame(0x1, []byte(`{"type":"unsubscribe","channel":"x"}`), true), 500), 1008},
+		{"continuation frames are charged", append(rawFrame(0x1, []byte("{"), false), bytes.Repeat(rawFrame(0x0, nil, false), 500)...), 1008},
+	} {
+		r := rawDial(t, ts, nil)
+		if err := r.write(tt.in); err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		if code, reason, _ := r.closeFrame(); code != tt.code {
+			t.Errorf("%s: close %d %q, want %d", tt.name, code, reason, tt.code)
+		}
+	}
+	silent := rawDial(t, ts, nil)
+	if code, reason, _ := silent.closeFrame(); code != 1001 || reason != "ping timeout" {
+		t.Errorf("silent client: close %d %q", code, reason)
+	}
+	c := dial(t, ts, "", nil)
+	c.subscribe("fine")
+}
+
+// TestMaxChannels: clients cannot make the server hold more channels than
+// MaxChannels; joining an existing channel is still fine.
+func TestMaxChannels(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, engine.Config{MaxChannels: 5}, server.Options{})
+	a, b := dial(t, ts, "", nil), dial(t, ts, "", nil)
+	for i := range 5 {
+		a.subscribe(fmt.Sprint("ch", i))
+	}
+	a.send(map[string]any{"type": "subscribe", "channel": "ch5", "id": 1})
+	if m := a.next("error"); m.Code != "too_many_channels" {
+		t.Fatalf("sixth channel: %+v", m)
+	}
+	b.subscribe("ch3")
+	if got := metric(t, ts.e, `shardhub_errors_total{kind="too_many_channels"}`); got != 1 {
+		t.Fatalf("too_many_channels counted %v times", got)
 	}
 }

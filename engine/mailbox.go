@@ -2,7 +2,9 @@ package engine
 
 import (
 	"sync"
+	"sync/atomic"
 
+	"github.com/shardhub/shardhub/engine/internal/reactor"
 	"github.com/shardhub/shardhub/engine/internal/wsread"
 )
 
@@ -28,14 +30,26 @@ type mailItem struct {
 	buf    []byte // a pooled copy of the message
 }
 
-// mailbox is a connection's inbound work queue. Unbounded in principle, it
-// holds at most what the inbound budget admits between two runs of the
-// connection's goroutine.
+// mailbox is a connection's inbound work queue. When it holds more than
+// mailPauseItems messages or mailPauseBytes of them (the connection's requests
+// are blocked: a slow hook, Authorizer or Redis), the reactor stops reading
+// the connection until it is down to a quarter of that, so the kernel's
+// buffers, not the server's memory, hold what the client keeps sending.
 type mailbox struct {
-	mu      sync.Mutex // guards items and running.
+	mu      sync.Mutex // guards the fields below.
 	items   []mailItem
+	bytes   int  // capacity of the buffers held by items
 	running bool // a goroutine is running the items
+	paused  bool // reading is paused (Registration.Pause)
+
+	reg atomic.Pointer[reactor.Registration] // the connection's registration, once polled
 }
+
+// Mailbox bounds before reading pauses.
+const (
+	mailPauseItems = 64
+	mailPauseBytes = 1 << 20
+)
 
 // mail queues work for the connection's goroutine, starting it if needed.
 func (c *Conn) mail(kind uint8, payload []byte, code uint16) {
@@ -50,8 +64,15 @@ func (c *Conn) mailItem(it mailItem, payload []byte) {
 	m := &c.box
 	m.mu.Lock()
 	m.items = append(m.items, it)
+	m.bytes += cap(it.buf)
 	start := !m.running
 	m.running = true
+	if !m.paused && (len(m.items) > mailPauseItems || m.bytes > mailPauseBytes) {
+		if reg := m.reg.Load(); reg != nil {
+			m.paused = true
+			reg.Pause()
+		}
+	}
 	m.mu.Unlock()
 	if start {
 		go c.work()
@@ -73,6 +94,11 @@ func (c *Conn) work() {
 		it := m.items[0]
 		m.items[0] = mailItem{}
 		m.items = m.items[1:]
+		m.bytes -= cap(it.buf)
+		if m.paused && len(m.items) <= mailPauseItems/4 && m.bytes <= mailPauseBytes/4 {
+			m.paused = false
+			m.reg.Load().Resume()
+		}
 		m.mu.Unlock()
 		switch it.kind {
 		case mailMessage:

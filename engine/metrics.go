@@ -10,12 +10,6 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 )
 
-// counter is the part of *metrics.Counter the engine uses.
-type counter interface {
-	Inc()
-	Get() uint64
-}
-
 // engineMetrics are the engine's Prometheus metrics, in a *metrics.Set of the
 // engine's own: a second engine (a test, a restart in place) can never collide
 // with the first's names. When Config.Metrics is given, the engine's set is
@@ -42,7 +36,7 @@ type engineMetrics struct {
 var (
 	errorKinds = []string{string(CodeBadJSON), string(CodeUnknownType), string(CodeBadRequest), string(CodeBadChannel),
 		string(CodeTooLarge), string(CodeForbidden), string(CodeNotFound), string(CodeRateLimited),
-		string(CodeTooManySubs), string(CodeOverloaded), string(CodeInternal), "protocol_error", "invalid_utf8",
+		string(CodeTooManySubs), string(CodeTooManyChannels), string(CodeOverloaded), string(CodeInternal), "protocol_error", "invalid_utf8",
 		"recovery_bad_offset", "recovery_failed", "recovery_interrupted"}
 	disconnectReasons = []string{"normal", "peer_error", "closed", "read_error", "too_large", "protocol_error",
 		"invalid_utf8", "rate_limited", "panic", "on_connect", "timeout", "slow_consumer", "write_error", "shutdown"}

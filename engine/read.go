@@ -50,6 +50,9 @@ type inbound struct {
 	state  atomic.Uint32
 	reason atomic.Uint32 // why the connection ended: an index in endReasons; 0 until known
 	async  bool          // messages go to the mailbox (reactor driver); set before reading starts
+	// Set by OnFrame when a frame was over budget: the message it belongs to
+	// is answered rate_limited instead of run; the control frame is ignored.
+	dropMsg, skipCtl bool
 }
 
 // endReasons are the labels of shardhub_disconnects_total a reader can give.
@@ -100,11 +103,33 @@ func protocolReason(code uint16) string {
 
 func (c *Conn) readNow() time.Time { return time.Unix(0, c.in.now) }
 
+// OnFrame charges every frame (data, continuation, control) to the
+// connection's budget and counts it as activity.
+func (r *connReader) OnFrame(op byte, n int) bool {
+	c := (*Conn)(r)
+	c.sc.Touch(c.readNow())
+	ok := c.charge(n)
+	switch {
+	case op >= wsread.OpClose:
+		c.in.skipCtl = !ok
+	case !ok:
+		c.in.dropMsg = true // the message this frame starts or continues
+	case op != wsread.OpContinuation:
+		c.in.dropMsg = false
+	}
+	return c.in.state.Load() == readOpen
+}
+
 // OnMessage runs one complete data message, or hands it to the mailbox.
 func (r *connReader) OnMessage(_ byte, payload []byte) bool {
 	c := (*Conn)(r)
-	c.sc.Touch(c.readNow())
-	if !c.charge(len(payload), true) {
+	if c.in.dropMsg {
+		c.in.dropMsg = false
+		if c.in.async {
+			c.mail(mailRefused, nil, 0) // answered in turn with the messages before it
+		} else {
+			c.refused()
+		}
 		return c.in.state.Load() == readOpen
 	}
 	if c.in.async {
@@ -118,19 +143,21 @@ func (r *connReader) OnMessage(_ byte, payload []byte) bool {
 // OnControl answers pings, notes pongs and completes the close handshake.
 func (r *connReader) OnControl(op byte, payload []byte) bool {
 	c := (*Conn)(r)
-	c.sc.Touch(c.readNow())
+	skip := c.in.skipCtl
+	c.in.skipCtl = false
 	switch op {
 	case wsread.OpPing:
-		if c.charge(len(payload), false) {
+		if !skip {
+			// Not waiting: under overload a pong may be dropped, but a poller
+			// never stalls its other sockets on one shard's full inbox.
 			f := frame.New(len(payload))
 			f.AppendBytes(payload)
 			f.Seal(frame.OpPong)
-			_ = c.sc.Send(f)
+			_ = c.sc.TrySend(f)
 			f.Release()
 		}
 	case wsread.OpPong:
-		c.charge(len(payload), false)
-	case wsread.OpClose:
+	case wsread.OpClose: // honoured over budget too
 		code := wsread.CloseCode(payload)
 		c.end(closeReason(code))
 		c.in.state.CompareAndSwap(readOpen, readDone)
@@ -165,10 +192,10 @@ func closeReason(code uint16) string {
 }
 
 // charge takes a frame of n payload bytes from the connection's budget. Over
-// budget, a data message is refused with a rate_limited error and a control
-// frame is ignored; a connection that stays over it is condemned (1008). It
-// reports whether the frame may be handled.
-func (c *Conn) charge(n int, data bool) bool {
+// budget the frame is refused and counted (its message answered rate_limited,
+// a control frame ignored); a connection that stays over it is condemned
+// (1008). It reports whether the frame may be handled.
+func (c *Conn) charge(n int) bool {
 	e := c.e
 	if e.cfg.InboundRate <= 0 {
 		return true
@@ -178,13 +205,6 @@ func (c *Conn) charge(n int, data bool) bool {
 		return true
 	case budgetRefused:
 		e.metrics.countError(CodeRateLimited)
-		switch {
-		case !data:
-		case c.in.async:
-			c.mail(mailRefused, nil, 0) // answered in turn with the messages before it
-		default:
-			c.refused()
-		}
 		return false
 	default:
 		c.condemn(ClosePolicyViolation, "inbound rate limit exceeded", "rate_limited")
@@ -260,7 +280,8 @@ func (c *Conn) readLoop(pending []byte) {
 		}
 	}()
 	open := c.in.state.Load() == readOpen && (len(pending) == 0 || c.feed(pending, time.Now()))
-	buf := make([]byte, e.cfg.ReadBufferSize)
+	small := make([]byte, e.cfg.ReadBufferSize)
+	buf, big := small, false
 	for open {
 		n, err := c.nc.Read(buf)
 		if n > 0 {
@@ -271,6 +292,19 @@ func (c *Conn) readLoop(pending []byte) {
 			c.in.state.Store(readDone)
 			break
 		}
+		// A full read means more is waiting: borrow a big buffer while the
+		// connection is busy, and give it back once a read leaves it unfilled
+		// (so an idle connection holds the small one only).
+		switch {
+		case !big && n == len(buf):
+			buf, big = wsread.GetBuffer(busyReadBuffer)[:busyReadBuffer], true
+		case big && n < len(buf):
+			wsread.PutBuffer(buf)
+			buf, big = small, false
+		}
+	}
+	if big {
+		wsread.PutBuffer(buf)
 	}
 	if c.in.state.Load() == readDraining {
 		c.drainInput()
@@ -297,6 +331,10 @@ func (c *Conn) drainInput() {
 	_ = c.nc.SetReadDeadline(time.Now().Add(closeLinger))
 	_, _ = io.Copy(io.Discard, c.nc)
 }
+
+// busyReadBuffer is the buffer a goroutine-read connection borrows while its
+// reads keep filling the small one.
+const busyReadBuffer = 64 << 10
 
 // closeLinger bounds how long a condemned connection is drained.
 const closeLinger = 2 * time.Second

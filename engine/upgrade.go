@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/lxzan/gws"
@@ -154,7 +155,7 @@ func (e *Engine) serveConn(netConn net.Conn, br *bufio.Reader, r *http.Request, 
 // socket when the engine has one, else a goroutine of its own. The reader owns
 // the admission slot and the reader count from here on.
 func (c *Conn) startReading(t transport.Transport, pending []byte) {
-	tcp, ok := t.(*transport.TCP)
+	tcp, ok := t.(pollable)
 	if c.e.reactor == nil || !ok {
 		go c.readLoop(pending)
 		return
@@ -163,7 +164,11 @@ func (c *Conn) startReading(t transport.Transport, pending []byte) {
 	if len(pending) > 0 && c.in.state.Load() == readOpen {
 		c.feed(pending, time.Now()) // before a poller owns the parser
 	}
-	reg, err := c.e.reactor.Add(tcp.RawConn(), (*connPoll)(c))
+	reg, err := c.e.reactor.Register(tcp.RawConn(), (*connPoll)(c))
+	if err == nil {
+		c.box.reg.Store(reg) // before its first OnData, which may pause it
+		err = reg.Start()
+	}
 	if err != nil {
 		// The reactor is closing (shutdown) or epoll refused the socket.
 		c.e.logLimited("reactor", "shardhub: cannot poll connection", "conn", c.ID(), "err", err)
@@ -173,6 +178,13 @@ func (c *Conn) startReading(t transport.Transport, pending []byte) {
 		return
 	}
 	tcp.BeforeClose(reg.Close)
+}
+
+// pollable is a transport the reactor can read (transport.TCP on Linux): it
+// lends its raw socket, and lets the reactor stop polling before it closes.
+type pollable interface {
+	RawConn() syscall.RawConn
+	BeforeClose(func())
 }
 
 // errHookPanic is what authenticate and onConnect return when the hook

@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/shardhub/shardhub/internal/ratelog"
 	"github.com/shardhub/shardhub/shard/frame"
 	"github.com/shardhub/shardhub/shard/transport"
 )
@@ -59,7 +60,9 @@ type Config struct {
 	// for this long, with close 1001 "ping timeout". Connections never touched
 	// (no read side) are exempt. Zero means no timeout.
 	IdleTimeout time.Duration
-	// Logger receives the shard's structured logs. Nil means slog.Default().
+	// Logger receives the shard's structured logs, rate-limited: its lines
+	// are about one connection (an eviction, a failed write), which a crowd of
+	// clients could otherwise turn into a flood. Nil means slog.Default().
 	Logger *slog.Logger
 	// OnChannel is called on the shard goroutine when the shard gains the first
 	// subscriber of a channel (active) or loses the last one (!active). It must not
@@ -93,6 +96,7 @@ func (cfg *Config) withDefaults() {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	cfg.Logger = ratelog.Logger(cfg.Logger)
 }
 
 // Stats is a consistent snapshot taken on the shard goroutine.

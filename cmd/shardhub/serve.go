@@ -42,6 +42,7 @@ func (f *serveFlags) define(fs *flag.FlagSet) {
 	fs.IntVar(&f.cfg.ReadBufferSize, "read-buffer", engine.DefaultReadBufferSize, "per-connection read buffer in bytes")
 	fs.IntVar(&f.cfg.MaxConnections, "max-conns", -1, "WebSocket connections held at most; more get 503 (-1 = the open-files limit less 512 kept for the API, metrics and Redis; 0 = no limit)")
 	fs.IntVar(&f.cfg.MaxSubscriptions, "max-subscriptions", engine.DefaultMaxSubscriptions, "channels one connection may subscribe to")
+	fs.IntVar(&f.cfg.MaxChannels, "max-channels", engine.DefaultMaxChannels, "channels with subscribers on this instance; a client subscription past it is refused")
 	fs.DurationVar(&f.cfg.PingInterval, "ping-interval", engine.DefaultPingInterval, "ping period (negative disables pings and read deadlines)")
 	fs.DurationVar(&f.cfg.PongWait, "pong-wait", engine.DefaultPongWait, "close a connection silent for this long")
 	fs.DurationVar(&f.cfg.WriteTimeout, "write-timeout", engine.DefaultWriteTimeout, "bound on one blocking write to a slow connection")

@@ -212,7 +212,7 @@ func TestAttackCrossSiteTricksRefused(t *testing.T) {
 			func(code int, _ http.Header) bool { return code == http.StatusForbidden }},
 	} {
 		for _, path := range []string{"/api/broadcast", "/api/publish?channel=c", "/api/send?conn=x"} {
-			r := httptest.NewRequest(tc.method, "http://hub.example"+path, strings.NewReader(`{"x":1}`))
+			r := httptest.NewRequest(tc.method, "http://127.0.0.1:8080"+path, strings.NewReader(`{"x":1}`))
 			r.RemoteAddr = "127.0.0.1:5555"
 			for k, v := range tc.headers {
 				r.Header.Set(k, v)

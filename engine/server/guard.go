@@ -23,7 +23,11 @@ import (
 //     (401 otherwise; the scheme is case-insensitive, the comparison constant
 //     time, a bare token is refused);
 //   - without a token, only loopback clients are answered (403), unless
-//     Options.AllowRemoteAPI opens the API to every address;
+//     Options.AllowRemoteAPI opens the API to every address; and only with a
+//     Host that names this machine (localhost, *.localhost or an IP address):
+//     a page whose DNS name an attacker rebinds to 127.0.0.1 is same-origin
+//     with itself and connects from loopback, but sends its own Host (403),
+//     and so does a request a reverse proxy on this host forwards;
 //   - without a token, the body must be declared `Content-Type:
 //     application/json` (415): a cross-site page can send a text/plain or form
 //     POST without asking the browser's permission, never a JSON one.
@@ -71,6 +75,18 @@ func loopback(r *http.Request) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
+// localHost reports whether a Host header names this machine rather than a
+// DNS name someone else controls: localhost, a name under .localhost, or an
+// IP address.
+func localHost(hostport string) bool {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	host = strings.ToLower(strings.Trim(host, "[]"))
+	return host == "localhost" || strings.HasSuffix(host, ".localhost") || net.ParseIP(host) != nil
+}
+
 // jsonBody reports whether the request declares a JSON body.
 func jsonBody(r *http.Request) bool {
 	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
@@ -93,12 +109,31 @@ func (s *api) guardPublish(next http.HandlerFunc) http.HandlerFunc {
 		case !s.opts.AllowRemoteAPI && !loopback(r):
 			s.fail(w, r, http.StatusForbidden, "forbidden",
 				"without --api-token the publish API answers loopback clients only")
+		case !s.opts.AllowRemoteAPI && !localHost(r.Host):
+			s.fail(w, r, http.StatusForbidden, "forbidden",
+				"without --api-token the publish API answers requests for localhost or an IP address only")
 		case !jsonBody(r):
 			s.fail(w, r, http.StatusUnsupportedMediaType, "unsupported_media_type",
 				"send Content-Type: application/json (or use a bearer token)")
 		default:
 			next(w, r)
 		}
+	}
+}
+
+// guardDebug wraps the profiling routes (Options.Pprof): they reveal the
+// command line (tokens given as flags included) and memory, so they need the
+// stats token when one is set, and answer loopback clients only otherwise.
+func (s *api) guardDebug(next http.HandlerFunc) http.HandlerFunc {
+	if s.opts.StatsToken != "" {
+		return s.guardStats(next)
+	}
+	return func(w http.ResponseWriter, r *http.Request) {
+		if !loopback(r) || !localHost(r.Host) || crossSite(r) {
+			s.fail(w, r, http.StatusForbidden, "forbidden", "profiling answers loopback clients only (or set --stats-token)")
+			return
+		}
+		next(w, r)
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 // apiCase is one request to the publish API and the status it must get.
 type apiCase struct {
 	name    string
+	host    string // Host; 127.0.0.1:8080 when empty
 	remote  string // RemoteAddr; loopback when empty
 	headers map[string]string
 	want    int
@@ -30,7 +31,11 @@ func runAPICases(t *testing.T, opts server.Options, cases []apiCase) {
 	h := server.Handler(e, opts)
 	for _, tc := range cases {
 		for _, path := range []string{"/api/broadcast", "/api/publish?channel=c", "/api/send?conn=nobody"} {
-			r := httptest.NewRequest(http.MethodPost, "http://hub.example"+path, strings.NewReader(`{"x":1}`))
+			host := "127.0.0.1:8080"
+			if tc.host != "" {
+				host = tc.host
+			}
+			r := httptest.NewRequest(http.MethodPost, "http://"+host+path, strings.NewReader(`{"x":1}`))
 			r.RemoteAddr = "127.0.0.1:5555"
 			if tc.remote != "" {
 				r.RemoteAddr = tc.remote
@@ -55,38 +60,41 @@ func TestPublishAPIWithoutToken(t *testing.T) {
 	t.Parallel()
 	jsonCT := map[string]string{"Content-Type": "application/json"}
 	runAPICases(t, server.Options{}, []apiCase{
-		{"loopback, JSON", "", jsonCT, http.StatusAccepted},
-		{"IPv6 loopback, JSON", "[::1]:4444", jsonCT, http.StatusAccepted},
-		{"JSON with a suffix", "", map[string]string{"Content-Type": "application/merge-patch+json; charset=utf-8"}, http.StatusAccepted},
-		{"remote address", "203.0.113.9:4444", jsonCT, http.StatusForbidden},
-		{"text/plain (a cross-site form can send it)", "", map[string]string{"Content-Type": "text/plain"}, http.StatusUnsupportedMediaType},
-		{"form", "", map[string]string{"Content-Type": "application/x-www-form-urlencoded"}, http.StatusUnsupportedMediaType},
-		{"no content type", "", nil, http.StatusUnsupportedMediaType},
-		{"cross-site fetch", "", map[string]string{"Content-Type": "application/json", "Sec-Fetch-Site": "cross-site"}, http.StatusForbidden},
-		{"same-site, other origin", "", map[string]string{"Content-Type": "application/json", "Sec-Fetch-Site": "same-site"}, http.StatusForbidden},
-		{"foreign Origin", "", map[string]string{"Content-Type": "application/json", "Origin": "https://evil.example"}, http.StatusForbidden},
-		{"same origin", "", map[string]string{"Content-Type": "application/json", "Origin": "http://hub.example", "Sec-Fetch-Site": "same-origin"}, http.StatusAccepted},
-		{"a token nobody asked for is ignored", "", map[string]string{"Content-Type": "application/json", "Authorization": "Bearer x"}, http.StatusAccepted},
+		{"loopback, JSON", "", "", jsonCT, http.StatusAccepted},
+		{"IPv6 loopback, JSON", "[::1]:8080", "[::1]:4444", jsonCT, http.StatusAccepted},
+		{"Host localhost", "localhost:8080", "", jsonCT, http.StatusAccepted},
+		{"Host under .localhost", "hub.localhost", "", jsonCT, http.StatusAccepted},
+		{"Host a DNS name (rebinding, or a proxy)", "hub.example", "", jsonCT, http.StatusForbidden},
+		{"JSON with a suffix", "", "", map[string]string{"Content-Type": "application/merge-patch+json; charset=utf-8"}, http.StatusAccepted},
+		{"remote address", "", "203.0.113.9:4444", jsonCT, http.StatusForbidden},
+		{"text/plain (a cross-site form can send it)", "", "", map[string]string{"Content-Type": "text/plain"}, http.StatusUnsupportedMediaType},
+		{"form", "", "", map[string]string{"Content-Type": "application/x-www-form-urlencoded"}, http.StatusUnsupportedMediaType},
+		{"no content type", "", "", nil, http.StatusUnsupportedMediaType},
+		{"cross-site fetch", "", "", map[string]string{"Content-Type": "application/json", "Sec-Fetch-Site": "cross-site"}, http.StatusForbidden},
+		{"same-site, other origin", "", "", map[string]string{"Content-Type": "application/json", "Sec-Fetch-Site": "same-site"}, http.StatusForbidden},
+		{"foreign Origin", "", "", map[string]string{"Content-Type": "application/json", "Origin": "https://evil.example"}, http.StatusForbidden},
+		{"same origin", "", "", map[string]string{"Content-Type": "application/json", "Origin": "http://127.0.0.1:8080", "Sec-Fetch-Site": "same-origin"}, http.StatusAccepted},
+		{"a token nobody asked for is ignored", "", "", map[string]string{"Content-Type": "application/json", "Authorization": "Bearer x"}, http.StatusAccepted},
 	})
 	runAPICases(t, server.Options{AllowRemoteAPI: true}, []apiCase{
-		{"remote address allowed", "203.0.113.9:4444", map[string]string{"Content-Type": "application/json"}, http.StatusAccepted},
-		{"remote still JSON only", "203.0.113.9:4444", map[string]string{"Content-Type": "text/plain"}, http.StatusUnsupportedMediaType},
-		{"remote still never cross-site", "203.0.113.9:4444", map[string]string{"Content-Type": "application/json", "Origin": "https://evil.example"}, http.StatusForbidden},
+		{"remote address allowed", "hub.example", "203.0.113.9:4444", map[string]string{"Content-Type": "application/json"}, http.StatusAccepted},
+		{"remote still JSON only", "", "203.0.113.9:4444", map[string]string{"Content-Type": "text/plain"}, http.StatusUnsupportedMediaType},
+		{"remote still never cross-site", "", "203.0.113.9:4444", map[string]string{"Content-Type": "application/json", "Origin": "https://evil.example"}, http.StatusForbidden},
 	})
 }
 
 func TestPublishAPIWithToken(t *testing.T) {
 	t.Parallel()
 	runAPICases(t, server.Options{APIToken: "s3cret"}, []apiCase{
-		{"bearer", "203.0.113.9:4444", map[string]string{"Authorization": "Bearer s3cret"}, http.StatusAccepted},
-		{"scheme in lower case", "", map[string]string{"Authorization": "bearer s3cret"}, http.StatusAccepted},
-		{"any content type with a token", "", map[string]string{"Authorization": "Bearer s3cret", "Content-Type": "text/plain"}, http.StatusAccepted},
-		{"no token", "", map[string]string{"Content-Type": "application/json"}, http.StatusUnauthorized},
-		{"bare token", "", map[string]string{"Authorization": "s3cret"}, http.StatusUnauthorized},
-		{"wrong token", "", map[string]string{"Authorization": "Bearer s3cre"}, http.StatusUnauthorized},
-		{"token with a suffix", "", map[string]string{"Authorization": "Bearer s3cretX"}, http.StatusUnauthorized},
-		{"basic scheme", "", map[string]string{"Authorization": "Basic s3cret"}, http.StatusUnauthorized},
-		{"cross-site even with the token", "", map[string]string{"Authorization": "Bearer s3cret", "Sec-Fetch-Site": "cross-site"}, http.StatusForbidden},
+		{"bearer", "hub.example", "203.0.113.9:4444", map[string]string{"Authorization": "Bearer s3cret"}, http.StatusAccepted},
+		{"scheme in lower case", "", "", map[string]string{"Authorization": "bearer s3cret"}, http.StatusAccepted},
+		{"any content type with a token", "", "", map[string]string{"Authorization": "Bearer s3cret", "Content-Type": "text/plain"}, http.StatusAccepted},
+		{"no token", "", "", map[string]string{"Content-Type": "application/json"}, http.StatusUnauthorized},
+		{"bare token", "", "", map[string]string{"Authorization": "s3cret"}, http.StatusUnauthorized},
+		{"wrong token", "", "", map[string]string{"Authorization": "Bearer s3cre"}, http.StatusUnauthorized},
+		{"token with a suffix", "", "", map[string]string{"Authorization": "Bearer s3cretX"}, http.StatusUnauthorized},
+		{"basic scheme", "", "", map[string]string{"Authorization": "Basic s3cret"}, http.StatusUnauthorized},
+		{"cross-site even with the token", "", "", map[string]string{"Authorization": "Bearer s3cret", "Sec-Fetch-Site": "cross-site"}, http.StatusForbidden},
 	})
 }
 

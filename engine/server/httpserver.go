@@ -16,10 +16,13 @@ import (
 // net/http hands the socket over, and is then bounded by the engine's own
 // MaxConnections. At the cap, a new connection takes the place of an idle
 // keep-alive one, or of one that has been sending its headers for more than a
-// second (a slowloris), oldest first; only when every connection is busy with
-// a request is the newcomer refused with 503. A health check or a scrape, which
-// sends its request at once, therefore always gets in while clients hold idle
-// or half-sent connections.
+// second (a slowloris), or of one whose request has lasted more than two
+// seconds (a body trickling in, or never sent), oldest first in that order;
+// only when every connection is in a young request is the newcomer refused
+// with 503. A health check or a scrape, which sends its request at once and is
+// answered in milliseconds, therefore always gets in while clients hold idle,
+// half-sent or stalled connections. (A long request of an operator's, such as
+// a CPU profile, can be cut short at the cap: it is the price of that promise.)
 
 // Defaults of HTTPConfig.
 const (
@@ -31,6 +34,9 @@ const (
 	// slowHeaders is how long a connection may take to send its request line
 	// and headers before a newcomer may take its place at the cap.
 	slowHeaders = time.Second
+	// slowRequest is how long a request (its body included) may last before a
+	// newcomer may take its connection's place at the cap.
+	slowRequest = 2 * time.Second
 )
 
 // HTTPConfig configures NewHTTPServer. Zero fields take the defaults above.
@@ -136,22 +142,31 @@ func (t *connTracker) admit(c net.Conn) bool {
 }
 
 // victimLocked picks the oldest idle connection, or else the oldest one still
-// sending its headers after slowHeaders.
+// sending its headers after slowHeaders, or else the oldest one in a request
+// for longer than slowRequest.
 func (t *connTracker) victimLocked(now time.Time) net.Conn {
-	var idle, slow net.Conn
-	var idleSince, slowSince time.Time
+	var pick [3]net.Conn // idle, slow headers, slow request
+	var since [3]time.Time
 	for c, tr := range t.conns {
-		switch {
-		case tr.state == http.StateIdle && (idle == nil || tr.since.Before(idleSince)):
-			idle, idleSince = c, tr.since
-		case tr.state == http.StateNew && now.Sub(tr.since) > slowHeaders && (slow == nil || tr.since.Before(slowSince)):
-			slow, slowSince = c, tr.since
+		k := -1
+		switch age := now.Sub(tr.since); {
+		case tr.state == http.StateIdle:
+			k = 0
+		case tr.state == http.StateNew && age > slowHeaders:
+			k = 1
+		case tr.state == http.StateActive && age > slowRequest:
+			k = 2
+		}
+		if k >= 0 && (pick[k] == nil || tr.since.Before(since[k])) {
+			pick[k], since[k] = c, tr.since
 		}
 	}
-	if idle != nil {
-		return idle
+	for _, c := range pick {
+		if c != nil {
+			return c
+		}
 	}
-	return slow
+	return nil
 }
 
 // state is the http.Server's ConnState hook.

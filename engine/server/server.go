@@ -22,6 +22,7 @@ import (
 	vm "github.com/VictoriaMetrics/metrics"
 
 	"github.com/shardhub/shardhub/engine"
+	"github.com/shardhub/shardhub/internal/ratelog"
 )
 
 // Options configures Handler.
@@ -73,6 +74,8 @@ func Handler(e *engine.Engine, opts Options) http.Handler {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	// Refusals are logged, and clients cause them: rate-limited.
+	opts.Logger = ratelog.Logger(opts.Logger)
 	// HELP and TYPE lines on /metrics. The switch is process-wide in
 	// VictoriaMetrics/metrics: an embedder serving other sets gets them too.
 	vm.ExposeMetadata(true)
@@ -92,11 +95,11 @@ func Handler(e *engine.Engine, opts Options) http.Handler {
 	mountWeb(mux)
 	startStatsPublisher(e, opts)
 	if opts.Pprof {
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		mux.HandleFunc("/debug/pprof/", s.guardDebug(pprof.Index))
+		mux.HandleFunc("/debug/pprof/cmdline", s.guardDebug(pprof.Cmdline))
+		mux.HandleFunc("/debug/pprof/profile", s.guardDebug(pprof.Profile))
+		mux.HandleFunc("/debug/pprof/symbol", s.guardDebug(pprof.Symbol))
+		mux.HandleFunc("/debug/pprof/trace", s.guardDebug(pprof.Trace))
 	}
 	return mux
 }

@@ -112,9 +112,22 @@ func newPoller(r *Reactor) (*poller, error) {
 	}, nil
 }
 
-// Add starts polling the socket behind rc for h. Bytes that arrive from now
-// on go to h.OnData.
+// Add starts polling the socket behind rc for h (Register, then Start).
+// Bytes that arrive from now on go to h.OnData.
 func (r *Reactor) Add(rc syscall.RawConn, h Handler) (*Registration, error) {
+	reg, err := r.Register(rc, h)
+	if err != nil {
+		return nil, err
+	}
+	if err := reg.Start(); err != nil {
+		return nil, err
+	}
+	return reg, nil
+}
+
+// Register prepares a registration for the socket behind rc without polling
+// it yet, so the caller can keep it where h will find it; Start begins.
+func (r *Reactor) Register(rc syscall.RawConn, h Handler) (*Registration, error) {
 	if r.closed.Load() {
 		return nil, ErrClosed
 	}
@@ -136,21 +149,28 @@ func (r *Reactor) Add(rc syscall.RawConn, h Handler) (*Registration, error) {
 	reg.gen = p.gens[reg.slot]
 	p.regs[reg.slot] = reg
 	p.mu.Unlock()
+	return reg, nil
+}
 
+// Start polls a registration from Register. On failure the registration is
+// released (and never calls its Handler).
+func (reg *Registration) Start() error {
+	p := reg.p
 	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP, Fd: reg.slot, Pad: int32(reg.gen)}
 	var addErr error
-	if err := rc.Control(func(fd uintptr) {
+	if err := reg.rc.Control(func(fd uintptr) {
 		addErr = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, int(fd), &ev)
 	}); err != nil {
 		addErr = err
 	}
 	if addErr != nil {
+		reg.closed.Store(true)
 		p.mu.Lock()
 		p.freeSlotLocked(reg)
 		p.mu.Unlock()
-		return nil, addErr
+		return addErr
 	}
-	return reg, nil
+	return nil
 }
 
 // Close stops polling the registration's socket; OnEnd(nil) follows on the
@@ -168,6 +188,32 @@ func (reg *Registration) Close() {
 	p.ended = append(p.ended, reg)
 	p.mu.Unlock()
 	p.wake()
+}
+
+// Pause stops polling the registration until Resume: its Handler gets
+// nothing meanwhile and the socket's bytes wait in the kernel, which pushes
+// back on the peer. Call it from any goroutine; Pause and Resume calls must be
+// ordered by the caller.
+func (reg *Registration) Pause() {
+	if reg.closed.Load() {
+		return
+	}
+	p := reg.p
+	_ = reg.rc.Control(func(fd uintptr) {
+		_ = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, int(fd), nil)
+	})
+}
+
+// Resume polls a paused registration again.
+func (reg *Registration) Resume() {
+	if reg.closed.Load() {
+		return
+	}
+	p := reg.p
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP, Fd: reg.slot, Pad: int32(reg.gen)}
+	_ = reg.rc.Control(func(fd uintptr) {
+		_ = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, int(fd), &ev)
+	})
 }
 
 func (p *poller) wake() {

@@ -17,6 +17,14 @@ func New(Config) (*Reactor, error) { return nil, ErrUnsupported }
 // Add fails with ErrUnsupported.
 func (r *Reactor) Add(syscall.RawConn, Handler) (*Registration, error) { return nil, ErrUnsupported }
 
+// Register fails with ErrUnsupported.
+func (r *Reactor) Register(syscall.RawConn, Handler) (*Registration, error) {
+	return nil, ErrUnsupported
+}
+
+// Start fails with ErrUnsupported.
+func (reg *Registration) Start() error { return ErrUnsupported }
+
 // Close does nothing.
 func (r *Reactor) Close() {}
 
@@ -25,3 +33,9 @@ func (r *Reactor) Len() int { return 0 }
 
 // Close does nothing.
 func (reg *Registration) Close() {}
+
+// Pause does nothing.
+func (reg *Registration) Pause() {}
+
+// Resume does nothing.
+func (reg *Registration) Resume() {}

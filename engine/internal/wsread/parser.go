@@ -71,6 +71,10 @@ var (
 // pooled one). Returning false stops Feed at once: the rest of the input is
 // not parsed (the connection was condemned).
 type Handler interface {
+	// OnFrame is told about every complete frame before it is handled (data,
+	// continuation and control frames alike; n is its payload length): it is
+	// where a budget is charged per frame. Returning false stops Feed.
+	OnFrame(op byte, n int) bool
 	// OnMessage receives a complete data message: op is OpText (payload is
 	// valid UTF-8) or OpBinary.
 	OnMessage(op byte, payload []byte) bool
@@ -292,6 +296,9 @@ func grow(b []byte, n, total int) []byte {
 
 // frame handles one complete frame whose (masked) payload is pl.
 func (p *Parser) frame(hd header, pl []byte, maxMsg int, h Handler) (bool, *Error) {
+	if !h.OnFrame(hd.op, len(pl)) {
+		return false, nil
+	}
 	unmask(pl, hd.mask)
 	switch hd.op {
 	case OpPing, OpPong:
@@ -326,7 +333,7 @@ func (p *Parser) frame(hd header, pl []byte, maxMsg int, h Handler) (bool, *Erro
 			return deliver(hd.op, pl, h)
 		}
 		p.msgOp = hd.op
-		p.msg = append(getBuf(max(len(pl)*2, minBuf)), pl...)
+		p.msg = append(getBuf(max(len(pl), minBuf)), pl...)
 		return true, nil
 	}
 }

@@ -53,6 +53,8 @@ func (r *recorder) add(s string) bool {
 	return true
 }
 
+func (r *recorder) OnFrame(byte, int) bool { return true }
+
 func (r *recorder) OnMessage(op byte, p []byte) bool {
 	return r.add(fmt.Sprintf("msg %d %q", op, p))
 }
@@ -292,6 +294,7 @@ func BenchmarkParserSmallMessages(b *testing.B) {
 
 type nopHandler struct{}
 
+func (nopHandler) OnFrame(byte, int) bool      { return true }
 func (nopHandler) OnMessage(byte, []byte) bool { return true }
 func (nopHandler) OnControl(byte, []byte) bool { return true }
 
