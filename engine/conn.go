@@ -118,9 +118,17 @@ func (c *Conn) sendEncoded(sizeHint int, enc func([]byte) []byte) {
 }
 
 func (c *Conn) reply(r *Reply) {
-	c.sendEncoded(len(r.Reason)+len(r.Channel)+len(r.ID)+64, func(b []byte) []byte {
-		return c.e.codec.AppendReply(b, r)
-	})
+	f := c.encodeReply(r)
+	_ = c.sc.Send(f)
+	f.Release()
+}
+
+// encodeReply builds the protocol frame of a reply (not a message the ledger
+// counts), with one reference held by the caller.
+func (c *Conn) encodeReply(r *Reply) *frame.Frame {
+	f := frame.New(len(r.Reason) + len(r.Channel) + len(r.ID) + len(r.Offset) + 64)
+	f.SetPayload(c.e.codec.AppendReply(f.Payload(), r))
+	return f.Seal(c.e.codec.Opcode())
 }
 
 // fail answers a request with an error reply and counts it.
@@ -198,18 +206,12 @@ func (c *Conn) handleSubscribe(req *Request) {
 		c.subscribeHistory(req) // history.go: the broker's subscription is live before the reply; recovery
 		return
 	}
-	if _, err := c.Subscribe(req.Channel); err != nil {
-		if errors.Is(err, shard.ErrTooManySubscriptions) {
-			c.fail(req.ID, CodeTooManySubs, "too many subscriptions")
-		}
-		return // otherwise the connection is closing
-	}
 	r := Reply{Type: ReplySubscribed, ID: req.ID, Channel: req.Channel}
 	if req.HasSince {
 		recovered := false
 		r.Recovered = &recovered // no history without a broker that keeps it
 	}
-	c.reply(&r)
+	c.subscribeAndReply(req, &r)
 }
 
 func (c *Conn) handlePublish(req *Request) {

@@ -98,15 +98,16 @@ func (c *Conn) subscribeHistory(req *Request) {
 	}
 }
 
-// subscribeAndReply subscribes c to req.Channel and sends reply, or the error.
+// subscribeAndReply subscribes c to req.Channel and sends reply, or the
+// error. The shard queues the reply in the same step as the subscription, so
+// no publication of the channel reaches the client before it.
 func (c *Conn) subscribeAndReply(req *Request, reply *Reply) {
-	if _, err := c.Subscribe(req.Channel); err != nil {
-		if errors.Is(err, shard.ErrTooManySubscriptions) {
-			c.fail(req.ID, CodeTooManySubs, "too many subscriptions")
-		}
-		return // otherwise the connection is closing
-	}
-	c.reply(reply)
+	f := c.encodeReply(reply)
+	_, err := c.home().SubscribeAndSend(&c.sc, req.Channel, f)
+	f.Release()
+	if errors.Is(err, shard.ErrTooManySubscriptions) {
+		c.fail(req.ID, CodeTooManySubs, "too many subscriptions")
+	} // any other error: the connection is closing
 }
 
 // subscribeRecover subscribes c to a history channel with recovery from

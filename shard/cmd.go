@@ -25,7 +25,7 @@ const (
 	cmdClose                      // close conn once its frames are written
 	cmdRegister                   // record conn; reply
 	cmdUnregister                 // remove conn after its frames are written; reply
-	cmdSubscribe                  // subscribe conn to channel key (flag: recovering); reply
+	cmdSubscribe                  // subscribe conn to channel key (flag: recovering), then queue frame (if any) on it; reply
 	cmdUnsubscribe                // unsubscribe conn from channel key; reply
 	cmdRecoverEnd                 // end conn's recovery on key: flush buffered frames newer than offset (all when !flag)
 	cmdLost                       // conn's send side failed: remove it
@@ -173,7 +173,17 @@ func (s *Shard) Unregister(c *Conn) {
 // subscribed. It fails with ErrTooManySubscriptions past Config.MaxSubscriptions
 // and with ErrConnClosed when c is not registered.
 func (s *Shard) Subscribe(c *Conn, channel string) (bool, error) {
-	r := s.call(cmd{kind: cmdSubscribe, conn: c, key: channel})
+	return s.SubscribeAndSend(c, channel, nil)
+}
+
+// SubscribeAndSend is Subscribe that also queues reply (when not nil) on c
+// in the same step, when the subscription succeeds: no publication of the
+// channel can reach c before its reply. The caller keeps its reference.
+func (s *Shard) SubscribeAndSend(c *Conn, channel string, reply *frame.Frame) (bool, error) {
+	if reply != nil {
+		reply.Retain(1)
+	}
+	r := s.call(cmd{kind: cmdSubscribe, conn: c, key: channel, frame: reply})
 	return r.ok, r.err
 }
 

@@ -224,8 +224,8 @@ func (s *Shard) Run() {
 			s.handleBatch(c)
 		case <-pingC:
 			s.ping()
-		case now := <-sweepC:
-			s.sweep(now)
+		case <-sweepC:
+			s.sweep()
 		case <-s.quit:
 			s.runShutdown()
 			return

@@ -236,6 +236,10 @@ func (s *Shard) control(c *cmd) {
 		s.remove(c.conn)
 	case cmdSubscribe:
 		r.ok, r.err = s.subscribe(c.conn, c.key, c.flag)
+		if r.err == nil && c.frame != nil {
+			to := [1]*Conn{c.conn}
+			s.enqueueAll(to[:], c.frame) // the reply, before any later publication
+		}
 	case cmdUnsubscribe:
 		r.ok = s.unsubscribe(c.conn, c.key)
 	case cmdLookup:
@@ -311,12 +315,14 @@ func closePayload(code uint16, reason string) []byte {
 }
 
 // sweep closes the connections whose peers have been silent for longer than
-// IdleTimeout: one atomic load per connection.
-func (s *Shard) sweep(now time.Time) {
-	limit := uint32(s.cfg.IdleTimeout / time.Second)
-	sec := uint32(now.Unix())
+// IdleTimeout: one atomic load per connection. now is read here, not taken
+// from the ticker: a tick waits in its channel, and a connection touched since
+// would look touched in the future.
+func (s *Shard) sweep() {
+	limit := int64(s.cfg.IdleTimeout / time.Second)
+	sec := time.Now().Unix()
 	for i, c := range s.list {
-		seen := c.seen.Load()
+		seen := int64(c.seen.Load())
 		if seen == 0 || sec-seen <= limit || s.slots[i].mode == fastSkip {
 			continue
 		}
