@@ -75,6 +75,8 @@ type localFleet struct {
 
 	poll *pollers // the epoll loops reading the connections; nil: a goroutine each
 
+	baseMem memUse // this process's memory before the first dial (idle scenario); read by stop
+
 	ctx    context.Context
 	cancel context.CancelFunc
 	dialWG sync.WaitGroup // dials in flight
@@ -143,6 +145,9 @@ func readyMatch(cfg Config) string {
 
 func (f *localFleet) start(ctx context.Context) error {
 	f.ctx, f.cancel = context.WithCancel(ctx)
+	if f.cfg.Scenario == Idle {
+		f.baseMem = sampleMemory()
+	}
 	if f.poll != nil {
 		if err := f.poll.start(); err != nil {
 			return err
@@ -454,17 +459,21 @@ func (f *localFleet) stop(lat, conn *hdrhistogram.Histogram) (fleetFinal, error)
 		f.cancel()
 	}
 	f.rampWG.Wait() // every dial has finished: with epoll, its connection is held
+	var mem *fleetMemory
+	if f.cfg.Scenario == Idle && f.ctx != nil {
+		mem = &fleetMemory{Base: f.baseMem, Held: sampleMemory(), Conns: f.open.Load()}
+	}
 	if f.poll != nil {
 		f.poll.stop()
-		return fleetFinal{Counts: f.drain(lat, conn)}, nil
+	} else {
+		f.mu.Lock()
+		for _, c := range f.clients {
+			c.ws.close()
+		}
+		f.mu.Unlock()
+		f.readWG.Wait()
 	}
-	f.mu.Lock()
-	for _, c := range f.clients {
-		c.ws.close()
-	}
-	f.mu.Unlock()
-	f.readWG.Wait()
-	return fleetFinal{Counts: f.drain(lat, conn)}, nil
+	return fleetFinal{Counts: f.drain(lat, conn), Memory: mem}, nil
 }
 
 // errorKind names an error for the errors-by-kind table.

@@ -359,6 +359,15 @@ func TestConnectAndIdleScenarios(t *testing.T) {
 		if g := metric(t, rep, "server_goroutines_per_conn"); g < 0 {
 			t.Errorf("goroutines per conn = %v", g)
 		}
+		// The load generator's own cost per connection. This test process
+		// runs other tests beside it, so the values are not judged here
+		// (docs/benchmarks.md has them, measured alone).
+		for _, name := range []string{"loadgen_go_bytes_per_conn", "loadgen_heap_bytes_per_conn", "loadgen_stack_bytes_per_conn", "loadgen_rss_bytes_per_conn"} {
+			metric(t, rep, name)
+		}
+		if rep.Workload["io"] != io {
+			t.Errorf("workload io = %q, want %q", rep.Workload["io"], io)
+		}
 	})
 }
 

@@ -390,5 +390,6 @@ func (o *orchestrator) stopFleets() Counts {
 	}
 	o.res.workerCPUMeasured += fin.CPUMeasured
 	o.res.workerCPUTotal += fin.CPUTotal
+	o.res.loadgenMem = fin.Memory
 	return fin.Counts
 }

@@ -98,3 +98,19 @@ func TestWorkerFailsToStart(t *testing.T) {
 		t.Fatal("a run whose workers cannot start succeeded")
 	}
 }
+
+// TestWorkersReportMemory: in the idle scenario each worker measures what its
+// connections cost it, and the report sums the workers.
+func TestWorkersReportMemory(t *testing.T) {
+	t.Parallel()
+	url, _ := startEngine(t, engine.Config{})
+	res := run(t, Config{
+		Scenario: Idle, URLs: []string{url}, Conns: 20, Duration: 200 * time.Millisecond, Workers: 2,
+		WorkerCommand: []string{os.Args[0]}, WorkerEnv: []string{WorkerEnv + "=1"},
+	})
+	m := res.loadgenMem
+	if m == nil || m.Conns != 20 || m.Held.Heap == 0 || m.Base.Heap == 0 || m.Held.RSS == 0 {
+		t.Fatalf("load-generator memory %+v", m)
+	}
+	metric(t, res.Report(""), "loadgen_go_bytes_per_conn")
+}
