@@ -411,3 +411,22 @@ func TestServerPIDCountsCPU(t *testing.T) {
 		}
 	})
 }
+
+// TestServerPIDRSSCountedOnce: with --server-pid the servers' RSS comes from
+// those processes alone, not again from the API bases naming the same ones.
+func TestServerPIDRSSCountedOnce(t *testing.T) {
+	t.Parallel()
+	url, _ := startEngine(t, engine.Config{})
+	res := run(t, Config{Scenario: Idle, URLs: []string{url}, Conns: 20, Duration: 300 * time.Millisecond, ServerPIDs: []int{os.Getpid()}})
+	var want float64
+	for i, s := range res.Servers {
+		if res.serverPID[i] && len(s.Memory) > 0 {
+			want += float64(s.Memory[len(s.Memory)-1].RSS) - float64(res.baseMem[i].RSS)
+		}
+	}
+	want = round(want/float64(res.Counted), 1)
+	got, ok := res.Report("").Metric("server_rss_bytes_per_conn")
+	if ok != (want != 0) || ok && got.Value != want { // no growth, no metric
+		t.Errorf("server_rss_bytes_per_conn = %v (present %v), want %v (the --server-pid process only)", got.Value, ok, want)
+	}
+}

@@ -51,6 +51,7 @@ type Result struct {
 	workerCPUMeasured time.Duration
 	workerCPUTotal    time.Duration
 	loadgenMem        *fleetMemory // idle scenario: what holding the connections cost the load generator
+	serverPID         []bool       // Servers[i] is a --server-pid process, not an API base
 }
 
 // Loss returns the expected deliveries that did not arrive.
@@ -269,6 +270,13 @@ func (r *Result) idleMetrics(rep *report.Report) {
 	}
 	var dHeap, dStack, dGo, dRSS, dG float64
 	var have, haveGo bool
+	// With --server-pid the RSS is that of exactly those processes, as for
+	// the CPU: an API base names the same processes again (or, for instances
+	// sharing an address, one of them).
+	pidRSS := false
+	for _, isPID := range r.serverPID {
+		pidRSS = pidRSS || isPID
+	}
 	for i, s := range r.Servers {
 		if len(s.Memory) == 0 || i >= len(r.baseMem) {
 			continue
@@ -277,7 +285,9 @@ func (r *Result) idleMetrics(rep *report.Report) {
 		dHeap += float64(last.HeapInuse) - float64(base.HeapInuse)
 		dStack += float64(last.StackInuse) - float64(base.StackInuse)
 		dGo += float64(last.GoTotal) - float64(base.GoTotal)
-		dRSS += float64(last.RSS) - float64(base.RSS)
+		if i >= len(r.serverPID) || r.serverPID[i] == pidRSS {
+			dRSS += float64(last.RSS) - float64(base.RSS)
+		}
 		dG += float64(last.Goroutines) - float64(base.Goroutines)
 		have = true
 		haveGo = haveGo || last.GoTotal != 0 // the server reports Go memory (/api/stats), not only RSS
