@@ -343,3 +343,35 @@ func TestDecodeHeaderLengths(t *testing.T) {
 		}
 	}
 }
+
+// countingConn is a chunkConn that only counts the messages it gets.
+type countingConn struct {
+	chunkConn
+	n int
+}
+
+func (c *countingConn) message([]byte, int64) { c.n++ }
+
+// TestFrameReaderDoesNotAllocate: whole frames, and frames cut by the end of
+// a read, cost no allocation once the partial-frame pool is warm.
+func TestFrameReaderDoesNotAllocate(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector makes sync.Pool drop buffers on purpose; run without -race")
+	}
+	frame := serverFrame(true, opText, []byte(`{"type":"message","data":`+string(appendPayload(nil, marker{1, 2, 3, 4}, 128))+`}`))
+	stream := bytes.Repeat(frame, 64)
+	c := &countingConn{chunkConn: chunkConn{chunks: []int{1000, 37, 4096}}}
+	var r frameReader
+	buf := make([]byte, 4096)
+	allocs := testing.AllocsPerRun(100, func() {
+		c.in = stream
+		for len(c.in) > 0 {
+			if _, err := r.readOnce(c, buf); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+	if allocs != 0 || c.n != 101*64 {
+		t.Errorf("%v allocations per %d frames; %d messages", allocs, 64, c.n)
+	}
+}
