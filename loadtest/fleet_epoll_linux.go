@@ -6,10 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -39,10 +39,6 @@ const (
 	// dropped (errWriteBlocked).
 	maxPendingOut = 64 << 10
 )
-
-// errWriteBlocked ends a connection whose server stopped reading the control
-// frames the load generator owes it.
-var errWriteBlocked = errors.New("the server does not read: pongs pile up")
 
 // wakeSlot marks the event of a loop's eventfd, which asks it to stop.
 const wakeSlot = -1
@@ -133,32 +129,36 @@ func (ps *pollers) hold(c *client, i int) {
 	err = c.ep.r.consume(early, c, nowNanos(), epollReadBuffer) // early lies in the handshake reader's buffer, used by nothing else
 	_ = c.ws.close()
 	c.ws = nil
-	p := ps.loops[i%len(ps.loops)]
-	if err == nil {
-		ps.slots[i].Store(c) // before the socket is registered: the loop finds it
-		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP, Pad: int32(i)}
-		if len(c.ep.out) > 0 {
-			ev.Events |= unix.EPOLLOUT
-			c.ep.armed = true
-		}
-		if err = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err == nil {
-			return
-		}
-		err = fmt.Errorf("epoll_ctl: %w", err)
+	if err != nil {
+		c.ended(err)
+		ps.release(c)
+		return
 	}
-	c.ended(err)
-	ps.release(c)
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP, Pad: int32(i)}
+	if len(c.ep.out) > 0 { // pongs owed for what came with the handshake
+		ev.Events |= unix.EPOLLOUT
+		c.ep.armed = true
+	}
+	// From here on c is the loop's: the slot is filled before the socket is
+	// registered, so that the loop finds it, and c is touched again only if
+	// the registration failed, when no event can bring the loop to it.
+	ps.slots[i].Store(c)
+	if err := unix.EpollCtl(ps.loops[i%len(ps.loops)].epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+		ps.slots[i].Store(nil)
+		c.ended(fmt.Errorf("epoll_ctl: %w", err))
+		ps.release(c)
+	}
 }
 
 // detach returns a descriptor of ws's socket that is the caller's alone, in
 // non-blocking mode (its file status is the one the runtime set), and leaves
 // ws to be closed, which takes the original out of the runtime's poller.
 func detach(ws *wsConn) (int, error) {
-	tc, ok := ws.nc.(*net.TCPConn)
+	sc, ok := ws.nc.(syscall.Conn)
 	if !ok {
-		return -1, fmt.Errorf("epoll: %T is not a TCP connection", ws.nc)
+		return -1, fmt.Errorf("epoll: %T has no descriptor", ws.nc)
 	}
-	rc, err := tc.SyscallConn()
+	rc, err := sc.SyscallConn()
 	if err != nil {
 		return -1, err
 	}

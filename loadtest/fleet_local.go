@@ -515,5 +515,8 @@ func readErrorKind(err error) string {
 	if errors.As(err, &ce) {
 		return "closed_" + strconv.Itoa(ce.code)
 	}
+	if errors.Is(err, errWriteBlocked) {
+		return "pongs_blocked"
+	}
 	return "read_" + errorKind(err)
 }

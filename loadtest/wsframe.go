@@ -39,6 +39,9 @@ var (
 	errBadControl      = errors.New("control frame fragmented or longer than 125 bytes")
 	errOrphanCont      = errors.New("continuation frame without a message")
 	errInterleavedData = errors.New("data frame inside a fragmented message")
+	// errWriteBlocked ends a connection whose server stopped reading the
+	// control frames (pongs) the load generator owes it.
+	errWriteBlocked = errors.New("the server does not read: pongs pile up")
 )
 
 // frameHeader is a decoded frame header.
