@@ -53,6 +53,18 @@ const (
 	PublishFirst = "first"
 )
 
+// I/O models: how a process reads the connections it holds (Config.IO).
+const (
+	// IOGoroutine reads each connection in a goroutine of its own, blocked in
+	// the runtime's network poller, through a read buffer of its own
+	// (ReadBufferSize): about 5 KB per idle connection.
+	IOGoroutine = "goroutine"
+	// IOEpoll reads every connection from a few epoll loops (one per
+	// GOMAXPROCS) into their own buffers: an idle connection has no goroutine
+	// and no buffer, a few hundred bytes in all. Linux only.
+	IOEpoll = "epoll"
+)
+
 // Defaults applied by Config for zero fields.
 const (
 	DefaultConns           = 100
@@ -108,6 +120,10 @@ type Config struct {
 	WorkerCommand []string `json:"-"`
 	// WorkerEnv is added to the workers' environment.
 	WorkerEnv []string `json:"-"`
+	// IO is how each process reads its connections: IOGoroutine or IOEpoll.
+	// Both measure the same things the same way. Zero means DefaultIO (epoll
+	// on Linux).
+	IO string `json:"io,omitempty"`
 
 	// Duration is the measured phase: publishing (broadcast, channels) or
 	// holding the connections (connect, idle). Zero means 10s; for Connect a
@@ -188,7 +204,9 @@ type Config struct {
 	Interval time.Duration `json:"interval"`
 	// HTTPTimeout bounds each HTTP request (publish, scrape). Zero means 5s.
 	HTTPTimeout time.Duration `json:"http_timeout"`
-	// ReadBufferSize is each connection's read buffer. Zero means 2 KiB.
+	// ReadBufferSize is each connection's read buffer with goroutine I/O, and
+	// the handshake's with epoll I/O (whose loops read into 64 KiB buffers of
+	// their own). Zero means 2 KiB.
 	ReadBufferSize int `json:"read_buffer_size"`
 	// Seed makes channel choices reproducible. Zero means 1.
 	Seed uint64 `json:"seed"`
@@ -220,6 +238,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Workers == 0 {
 		c.Workers = 1
+	}
+	if c.IO == "" {
+		c.IO = DefaultIO
 	}
 	if c.Duration == 0 {
 		c.Duration = DefaultDuration
@@ -376,6 +397,15 @@ func (c Config) Validate() error {
 		return bad("ReadBufferSize", "%d outside [256, 1MiB]", c.ReadBufferSize)
 	case c.Interval < 0 || c.HTTPTimeout < 0 || c.ConnectTimeout < 0 || c.Drain < 0 || c.ReadyTimeout < 0:
 		return bad("durations", "negative")
+	}
+	switch c.IO {
+	case "", IOGoroutine:
+	case IOEpoll:
+		if !epollSupported {
+			return bad("IO", "epoll needs Linux; use goroutine")
+		}
+	default:
+		return bad("IO", "%q is neither goroutine nor epoll", c.IO)
 	}
 	switch c.Publish {
 	case "", PublishHTTP, PublishWS:

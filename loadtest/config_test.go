@@ -32,6 +32,8 @@ func TestValidate(t *testing.T) {
 		{"zipf exponent", func(c *Config) { c.ZipfS = 0.5 }, ErrInvalidConfig},
 		{"template without payload", func(c *Config) { c.PublishTemplate = "{}" }, ErrInvalidConfig},
 		{"publish mode", func(c *Config) { c.Publish = "carrier-pigeon" }, ErrInvalidConfig},
+		{"I/O model", func(c *Config) { c.IO = "uring" }, ErrInvalidConfig},
+		{"goroutine I/O", func(c *Config) { c.IO = IOGoroutine }, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -33,14 +33,22 @@
 //   - The goroutine that called Run owns the orchestrator: phases, sampling, the
 //     time series and the merged histograms. Config.OnProgress is called from it
 //     and must not block.
-//   - Each connection has one reader goroutine that owns its frame parser and its
-//     per-stream sequence windows; it records into one of 16 statistics shards
-//     (atomic counters, a mutex-guarded histogram) chosen by connection index.
-//     Writes to a connection (subscribe, pong, close echo) are serialised by the
-//     connection's write mutex.
+//   - Each connection has one reader that owns its frame parser and its
+//     per-stream sequence windows. With Config.IO goroutine the reader is a
+//     goroutine of the connection's own; with epoll (the default on Linux) it
+//     is one of a few epoll loops (one per GOMAXPROCS), each owning the
+//     connections it was handed and its read buffer, and blocking in
+//     epoll_wait, never on a connection. Readers record into one of 16
+//     statistics shards (atomic counters, a mutex-guarded histogram) chosen
+//     by connection index. Writes to a connection (subscribe, pong, close
+//     echo) are serialised by the connection's write mutex until the
+//     handshake's goroutine hands it over, and are the epoll loop's alone
+//     afterwards.
 //   - A ramp goroutine per fleet starts dials; at most DialConcurrency
 //     handshakes are in flight per process (a bounded semaphore); each dial
-//     goroutine becomes the connection's reader.
+//     goroutine becomes the connection's reader (goroutine I/O) or hands the
+//     socket to an epoll loop and exits (epoll I/O). Only the loop that holds
+//     a socket closes it, or, once every loop has exited, the fleet's stop.
 //   - One goroutine per publish target publishes on a fixed schedule; it never
 //     queues: when the server is slower than the schedule it falls behind and
 //     counts what it could not send.

@@ -100,6 +100,9 @@ type fleetFinal struct {
 	// process, which measures itself.
 	CPUMeasured time.Duration `json:"cpu_measured"`
 	CPUTotal    time.Duration `json:"cpu_total"`
+	// Memory is what holding the connections cost the fleet's processes
+	// (idle scenario only; nil otherwise).
+	Memory *fleetMemory `json:"memory,omitempty"`
 }
 
 // subCount is how many counted connections of a fleet listen to (target,
@@ -261,6 +264,12 @@ func (f *Fleet) stop(lat, connect *hdrhistogram.Histogram) (fleetFinal, []error)
 		total.Counts.add(x.fin.Counts)
 		total.CPUMeasured += x.fin.CPUMeasured
 		total.CPUTotal += x.fin.CPUTotal
+		if x.fin.Memory != nil {
+			if total.Memory == nil {
+				total.Memory = &fleetMemory{}
+			}
+			total.Memory.add(x.fin.Memory)
+		}
 		lat.Merge(x.lat)
 		connect.Merge(x.con)
 	}

@@ -46,9 +46,11 @@ func (sh *statShard) delivered(now, latUS int64, late bool) {
 	}
 }
 
-// localFleet is a fleet member whose connections this process holds, one
-// reader goroutine each: conns [first, first+count) of the run, opened at rate
-// per second (0: as fast as DialConcurrency allows).
+// localFleet is a fleet member whose connections this process holds: conns
+// [first, first+count) of the run, opened at rate per second (0: as fast as
+// DialConcurrency allows). Its connections are read by a goroutine each
+// (Config.IO goroutine) or by a few epoll loops (epoll, poll non-nil); dials,
+// bookkeeping and counting are the same for both.
 type localFleet struct {
 	cfg     Config
 	first   int
@@ -71,17 +73,23 @@ type localFleet struct {
 	clients  []*client
 	stopping atomic.Bool
 
+	poll *pollers // the epoll loops reading the connections; nil: a goroutine each
+
+	baseMem memUse // this process's memory before the first dial (idle scenario); read by stop
+
 	ctx    context.Context
 	cancel context.CancelFunc
 	dialWG sync.WaitGroup // dials in flight
-	readWG sync.WaitGroup // reader goroutines
+	readWG sync.WaitGroup // reader goroutines (goroutine I/O)
 	rampWG sync.WaitGroup // the ramp goroutine
 }
 
-// client is one connection of a localFleet.
+// client is one connection of a localFleet. Its reader is the goroutine that
+// reads it (goroutine I/O) or the epoll loop that holds it (epoll I/O), and
+// before that the goroutine that dials it.
 type client struct {
 	f       *localFleet
-	ws      *wsConn
+	ws      *wsConn // the connection; with epoll I/O only until a poller holds its socket
 	shard   *statShard
 	target  int
 	key     int      // target index the connection expects publications from
@@ -90,7 +98,9 @@ type client struct {
 	acks    int      // ready-match frames seen; reader-owned
 	ready   atomic.Bool
 	counted atomic.Bool // set by mark: the connection's deliveries count
-	dead    atomic.Bool // the reader has exited
+	dead    atomic.Bool // the reader has let the connection go
+
+	ep epollConn // epoll I/O: the socket and its frame reader; reader-owned
 }
 
 var _ fleet = (*localFleet)(nil)
@@ -111,6 +121,12 @@ func newLocalFleet(cfg Config, first, count int, rate float64) (*localFleet, err
 	if m := readyMatch(cfg); m != "" {
 		f.ready = []byte(m)
 	}
+	if cfg.IO == IOEpoll {
+		var err error
+		if f.poll, err = newPollers(f, count); err != nil {
+			return nil, err
+		}
+	}
 	f.shards = make([]statShard, 16)
 	for i := range f.shards {
 		f.shards[i].lat.h = NewHistogram()
@@ -129,6 +145,14 @@ func readyMatch(cfg Config) string {
 
 func (f *localFleet) start(ctx context.Context) error {
 	f.ctx, f.cancel = context.WithCancel(ctx)
+	if f.cfg.Scenario == Idle {
+		f.baseMem = sampleMemory()
+	}
+	if f.poll != nil {
+		if err := f.poll.start(); err != nil {
+			return err
+		}
+	}
 	f.rampWG.Add(1)
 	go f.ramp()
 	return nil
@@ -164,6 +188,12 @@ func (f *localFleet) ramp() {
 		f.dialWG.Add(1)
 		go func(i int) {
 			c := f.dial(i)
+			if c != nil && f.poll != nil {
+				// Handed over before the dial counts as done, so that a
+				// stop, which waits for the dials, finds it held.
+				f.poll.hold(c, i)
+				c = nil
+			}
 			<-sem
 			f.dialWG.Done()
 			if c != nil {
@@ -175,7 +205,7 @@ func (f *localFleet) ramp() {
 }
 
 // dial opens connection i of the fleet, sends its subscriptions, and returns it
-// registered with readWG, or nil.
+// (with goroutine I/O registered with readWG), or nil.
 func (f *localFleet) dial(i int) *client {
 	g := f.first + i
 	nt := len(f.targets)
@@ -238,7 +268,9 @@ func (f *localFleet) dial(i int) *client {
 		return nil
 	}
 	f.clients = append(f.clients, c)
-	f.readWG.Add(1)
+	if f.poll == nil {
+		f.readWG.Add(1)
+	}
 	return c
 }
 
@@ -273,52 +305,67 @@ func pickChannels(cfg Config, g int) []uint32 {
 }
 
 // readLoop reads the connection until it fails or the fleet stops. It is the
-// hot path: no allocation per frame. Runs in the connection's goroutine.
+// hot path of goroutine I/O: no allocation per frame. Runs in the connection's
+// goroutine.
 func (c *client) readLoop() {
-	f, sh := c.f, c.shard
-	need := max(len(c.chans), 1)
 	for {
 		_, p, err := c.ws.next()
 		if err != nil {
-			c.dead.Store(true)
-			if !f.stopping.Load() {
-				f.dropped.Add(1)
-				if c.counted.Load() {
-					f.lost.Add(1)
-				}
-				f.countErr(readErrorKind(err))
-			}
-			f.open.Add(-1)
+			c.ended(err)
 			c.ws.close()
 			return
 		}
-		now := time.Now().UnixNano()
-		m, ok := findMarker(p)
-		if !ok {
-			sh.other.Add(1)
-			if f.ready != nil && !c.ready.Load() && bytes.Contains(p, f.ready) {
-				if c.acks++; c.acks >= need {
-					c.ready.Store(true)
-					f.readyN.Add(1)
-				}
-			}
-			continue
-		}
-		sh.received.Add(1)
-		sh.bytes.Add(int64(len(p)))
-		if !c.counted.Load() {
-			sh.ignored.Add(1)
-			continue
-		}
-		switch c.stream(m.pub, m.ch).observe(m.seq) {
-		case arrivedInOrder:
-			sh.delivered(now, (now-m.ts)/1e3, false)
-		case arrivedLate, arrivedTooLate:
-			sh.delivered(now, (now-m.ts)/1e3, true)
-		case arrivedDuplicate:
-			sh.dups.Add(1)
-		}
+		c.received(p, time.Now().UnixNano())
 	}
+}
+
+// received counts one text or binary message p that arrived at now (Unix
+// nanos): a marker frame is checked against its stream and its latency
+// recorded; any other frame may make the connection ready. No allocation
+// once the connection's streams exist. Called by the connection's reader.
+func (c *client) received(p []byte, now int64) {
+	f, sh := c.f, c.shard
+	m, ok := findMarker(p)
+	if !ok {
+		sh.other.Add(1)
+		if f.ready != nil && !c.ready.Load() && bytes.Contains(p, f.ready) {
+			if c.acks++; c.acks >= max(len(c.chans), 1) {
+				c.ready.Store(true)
+				f.readyN.Add(1)
+			}
+		}
+		return
+	}
+	sh.received.Add(1)
+	sh.bytes.Add(int64(len(p)))
+	if !c.counted.Load() {
+		sh.ignored.Add(1)
+		return
+	}
+	switch c.stream(m.pub, m.ch).observe(m.seq) {
+	case arrivedInOrder:
+		sh.delivered(now, (now-m.ts)/1e3, false)
+	case arrivedLate, arrivedTooLate:
+		sh.delivered(now, (now-m.ts)/1e3, true)
+	case arrivedDuplicate:
+		sh.dups.Add(1)
+	}
+}
+
+// ended records that the connection's reads ended with err: a connection
+// lost, unless the fleet is stopping. The caller closes it. Called by the
+// connection's reader.
+func (c *client) ended(err error) {
+	f := c.f
+	c.dead.Store(true)
+	if !f.stopping.Load() {
+		f.dropped.Add(1)
+		if c.counted.Load() {
+			f.lost.Add(1)
+		}
+		f.countErr(readErrorKind(err))
+	}
+	f.open.Add(-1)
 }
 
 // stream returns the connection's tracker of (pub, ch).
@@ -411,14 +458,22 @@ func (f *localFleet) stop(lat, conn *hdrhistogram.Histogram) (fleetFinal, error)
 	if f.cancel != nil {
 		f.cancel()
 	}
-	f.rampWG.Wait()
-	f.mu.Lock()
-	for _, c := range f.clients {
-		c.ws.close()
+	f.rampWG.Wait() // every dial has finished: with epoll, its connection is held
+	var mem *fleetMemory
+	if f.cfg.Scenario == Idle && f.ctx != nil {
+		mem = &fleetMemory{Base: f.baseMem, Held: sampleMemory(), Conns: f.open.Load()}
 	}
-	f.mu.Unlock()
-	f.readWG.Wait()
-	return fleetFinal{Counts: f.drain(lat, conn)}, nil
+	if f.poll != nil {
+		f.poll.stop()
+	} else {
+		f.mu.Lock()
+		for _, c := range f.clients {
+			c.ws.close()
+		}
+		f.mu.Unlock()
+		f.readWG.Wait()
+	}
+	return fleetFinal{Counts: f.drain(lat, conn), Memory: mem}, nil
 }
 
 // errorKind names an error for the errors-by-kind table.
@@ -459,6 +514,9 @@ func readErrorKind(err error) string {
 	var ce closeError
 	if errors.As(err, &ce) {
 		return "closed_" + strconv.Itoa(ce.code)
+	}
+	if errors.Is(err, errWriteBlocked) {
+		return "pongs_blocked"
 	}
 	return "read_" + errorKind(err)
 }

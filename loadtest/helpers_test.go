@@ -191,3 +191,23 @@ func newSilentListener(tb testing.TB) string {
 	})
 	return ln.Addr().String()
 }
+
+// ioModes are the I/O models of this system: a test of the connections runs
+// with each, and each must measure the same.
+func ioModes() []string {
+	if epollSupported {
+		return []string{IOGoroutine, IOEpoll}
+	}
+	return []string{IOGoroutine}
+}
+
+// eachIO runs test once per I/O model, as parallel subtests named after it.
+func eachIO(t *testing.T, test func(t *testing.T, io string)) {
+	t.Helper()
+	for _, io := range ioModes() {
+		t.Run(io, func(t *testing.T) {
+			t.Parallel()
+			test(t, io)
+		})
+	}
+}

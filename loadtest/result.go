@@ -50,6 +50,8 @@ type Result struct {
 	baseMem           []report.MemorySample
 	workerCPUMeasured time.Duration
 	workerCPUTotal    time.Duration
+	loadgenMem        *fleetMemory // idle scenario: what holding the connections cost the load generator
+	serverPID         []bool       // Servers[i] is a --server-pid process, not an API base
 }
 
 // Loss returns the expected deliveries that did not arrive.
@@ -237,7 +239,7 @@ func (r *Result) Report(name string) *report.Report {
 func (r *Result) setWorkload(rep *report.Report) {
 	cfg := r.Config
 	rep.SetWorkload("scenario", cfg.Scenario, "conns", cfg.Conns, "targets", len(cfg.URLs), "workers", cfg.Workers,
-		"duration", cfg.Duration)
+		"duration", cfg.Duration, "io", cfg.IO)
 	switch cfg.Scenario {
 	case Broadcast, Channels:
 		rep.SetWorkload("rate", cfg.Rate, "size", cfg.Size, "publish", cfg.Publish, "publish_to", cfg.PublishTo)
@@ -252,11 +254,29 @@ func (r *Result) setWorkload(rep *report.Report) {
 	}
 }
 
-// idleMetrics derives the servers' memory per connection from the baseline
-// sample (before connecting) and the last sample of the hold.
+// idleMetrics derives the memory per connection of the load generator and of
+// the servers from their baseline samples (before connecting) and their last
+// samples of the hold.
 func (r *Result) idleMetrics(rep *report.Report) {
+	if m := r.loadgenMem; m != nil && m.Conns > 0 {
+		heap, stack, rss := m.perConn()
+		L := report.LowerIsBetter
+		rep.AddMetricHelp("loadgen_go_bytes_per_conn", round(heap+stack, 1), "B", L, "load generator: heap in use and goroutine stacks, growth per connection held, all its processes")
+		rep.AddMetricHelp("loadgen_heap_bytes_per_conn", round(heap, 1), "B", L, "load generator: heap in use growth per connection")
+		rep.AddMetricHelp("loadgen_stack_bytes_per_conn", round(stack, 1), "B", L, "load generator: goroutine stack growth per connection")
+		if m.Held.RSS != 0 {
+			rep.AddMetricHelp("loadgen_rss_bytes_per_conn", round(rss, 1), "B", L, "load generator: resident memory growth per connection")
+		}
+	}
 	var dHeap, dStack, dGo, dRSS, dG float64
 	var have, haveGo bool
+	// With --server-pid the RSS is that of exactly those processes, as for
+	// the CPU: an API base names the same processes again (or, for instances
+	// sharing an address, one of them).
+	pidRSS := false
+	for _, isPID := range r.serverPID {
+		pidRSS = pidRSS || isPID
+	}
 	for i, s := range r.Servers {
 		if len(s.Memory) == 0 || i >= len(r.baseMem) {
 			continue
@@ -265,7 +285,9 @@ func (r *Result) idleMetrics(rep *report.Report) {
 		dHeap += float64(last.HeapInuse) - float64(base.HeapInuse)
 		dStack += float64(last.StackInuse) - float64(base.StackInuse)
 		dGo += float64(last.GoTotal) - float64(base.GoTotal)
-		dRSS += float64(last.RSS) - float64(base.RSS)
+		if i >= len(r.serverPID) || r.serverPID[i] == pidRSS {
+			dRSS += float64(last.RSS) - float64(base.RSS)
+		}
 		dG += float64(last.Goroutines) - float64(base.Goroutines)
 		have = true
 		haveGo = haveGo || last.GoTotal != 0 // the server reports Go memory (/api/stats), not only RSS

@@ -111,6 +111,7 @@ func (o *orchestrator) run(ctx context.Context) (*Result, error) {
 	bg := context.WithoutCancel(ctx) // scrapes after an interrupt still run, bounded by their timeouts
 	for _, p := range o.probes {
 		o.res.Servers = append(o.res.Servers, report.Server{Instance: p.instance, Before: p.scrape(bg)})
+		o.res.serverPID = append(o.res.serverPID, p.pid != 0)
 		m, ok := p.memory(bg)
 		o.baseMem = append(o.baseMem, m)
 		o.haveBaseMem = append(o.haveBaseMem, ok)
@@ -390,5 +391,6 @@ func (o *orchestrator) stopFleets() Counts {
 	}
 	o.res.workerCPUMeasured += fin.CPUMeasured
 	o.res.workerCPUTotal += fin.CPUTotal
+	o.res.loadgenMem = fin.Memory
 	return fin.Counts
 }

@@ -47,42 +47,44 @@ func TestSparseHistMergeIsExact(t *testing.T) {
 // server's own count agreeing.
 func TestWorkersMergeExactly(t *testing.T) {
 	t.Parallel()
-	url, _ := startEngine(t, engine.Config{})
-	const conns, rate = 60, 20
-	res := run(t, Config{
-		URLs: []string{url}, Conns: conns, Rate: rate, Duration: time.Second,
-		ReadyMatch: `"type":"welcome"`, Workers: 3,
-		WorkerCommand: []string{os.Args[0]}, WorkerEnv: []string{WorkerEnv + "=1"},
+	eachIO(t, func(t *testing.T, io string) {
+		url, _ := startEngine(t, engine.Config{})
+		const conns, rate = 60, 20
+		res := run(t, Config{
+			IO: io, URLs: []string{url}, Conns: conns, Rate: rate, Duration: time.Second,
+			ReadyMatch: `"type":"welcome"`, Workers: 3,
+			WorkerCommand: []string{os.Args[0]}, WorkerEnv: []string{WorkerEnv + "=1"},
+		})
+		c := res.Counts
+		if c.Connected != conns || res.Counted != conns || c.Attempted != conns {
+			t.Fatalf("attempted %d connected %d counted %d, want %d", c.Attempted, c.Connected, res.Counted, conns)
+		}
+		if res.Published != rate || res.Expected != rate*conns {
+			t.Fatalf("published %d expected %d", res.Published, res.Expected)
+		}
+		if c.Unique != res.Expected || c.Received != c.Unique || c.Duplicates != 0 || c.OutOfOrder != 0 {
+			t.Errorf("unique %d received %d dups %d ooo %d, want %d", c.Unique, c.Received, c.Duplicates, c.OutOfOrder, res.Expected)
+		}
+		if n := res.Latency.TotalCount(); n != c.Unique {
+			t.Errorf("merged latency histogram holds %d samples, deliveries %d", n, c.Unique)
+		}
+		if n := res.Connect.TotalCount(); n != conns {
+			t.Errorf("merged handshake histogram holds %d samples", n)
+		}
+		if c.Open != 0 {
+			t.Errorf("%d connections still open after the run", c.Open)
+		}
+		if res.workerCPUMeasured <= 0 || res.workerCPUTotal <= res.workerCPUMeasured {
+			t.Errorf("worker CPU measured %s total %s", res.workerCPUMeasured, res.workerCPUTotal)
+		}
+		rep := res.Report("")
+		if sent := metric(t, rep, "server_messages_sent"); sent != float64(c.Unique) {
+			t.Errorf("server wrote %v deliveries, the workers counted %d", sent, c.Unique)
+		}
+		if metric(t, rep, "loadgen_cpu_ns_per_delivery") <= 0 {
+			t.Error("no CPU per delivery")
+		}
 	})
-	c := res.Counts
-	if c.Connected != conns || res.Counted != conns || c.Attempted != conns {
-		t.Fatalf("attempted %d connected %d counted %d, want %d", c.Attempted, c.Connected, res.Counted, conns)
-	}
-	if res.Published != rate || res.Expected != rate*conns {
-		t.Fatalf("published %d expected %d", res.Published, res.Expected)
-	}
-	if c.Unique != res.Expected || c.Received != c.Unique || c.Duplicates != 0 || c.OutOfOrder != 0 {
-		t.Errorf("unique %d received %d dups %d ooo %d, want %d", c.Unique, c.Received, c.Duplicates, c.OutOfOrder, res.Expected)
-	}
-	if n := res.Latency.TotalCount(); n != c.Unique {
-		t.Errorf("merged latency histogram holds %d samples, deliveries %d", n, c.Unique)
-	}
-	if n := res.Connect.TotalCount(); n != conns {
-		t.Errorf("merged handshake histogram holds %d samples", n)
-	}
-	if c.Open != 0 {
-		t.Errorf("%d connections still open after the run", c.Open)
-	}
-	if res.workerCPUMeasured <= 0 || res.workerCPUTotal <= res.workerCPUMeasured {
-		t.Errorf("worker CPU measured %s total %s", res.workerCPUMeasured, res.workerCPUTotal)
-	}
-	rep := res.Report("")
-	if sent := metric(t, rep, "server_messages_sent"); sent != float64(c.Unique) {
-		t.Errorf("server wrote %v deliveries, the workers counted %d", sent, c.Unique)
-	}
-	if metric(t, rep, "loadgen_cpu_ns_per_delivery") <= 0 {
-		t.Error("no CPU per delivery")
-	}
 }
 
 func TestWorkerFailsToStart(t *testing.T) {
@@ -95,4 +97,20 @@ func TestWorkerFailsToStart(t *testing.T) {
 	if err == nil {
 		t.Fatal("a run whose workers cannot start succeeded")
 	}
+}
+
+// TestWorkersReportMemory: in the idle scenario each worker measures what its
+// connections cost it, and the report sums the workers.
+func TestWorkersReportMemory(t *testing.T) {
+	t.Parallel()
+	url, _ := startEngine(t, engine.Config{})
+	res := run(t, Config{
+		Scenario: Idle, URLs: []string{url}, Conns: 20, Duration: 200 * time.Millisecond, Workers: 2,
+		WorkerCommand: []string{os.Args[0]}, WorkerEnv: []string{WorkerEnv + "=1"},
+	})
+	m := res.loadgenMem
+	if m == nil || m.Conns != 20 || m.Held.Heap == 0 || m.Base.Heap == 0 || m.Held.RSS == 0 {
+		t.Fatalf("load-generator memory %+v", m)
+	}
+	metric(t, res.Report(""), "loadgen_go_bytes_per_conn")
 }

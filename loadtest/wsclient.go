@@ -6,11 +6,9 @@ import (
 	"crypto/rand"
 	"crypto/sha1"
 	"encoding/base64"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
-	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -26,20 +24,6 @@ import (
 // hands the payload to the marker scan without copying or allocating, and a
 // connection costs one goroutine, its socket and a read buffer (2 KiB by
 // default). BenchmarkClientRead measures it against gws's client.
-
-// WebSocket opcodes (RFC 6455 §5.2).
-const (
-	opContinuation = 0x0
-	opText         = 0x1
-	opBinary       = 0x2
-	opClose        = 0x8
-	opPing         = 0x9
-	opPong         = 0xA
-)
-
-// maxFrame bounds one inbound message, so a broken server cannot make the load
-// generator allocate without limit.
-const maxFrame = 16 << 20
 
 var wsGUID = []byte("258EAFA5-E914-47DA-95CA-C5AB0DC85B11")
 
@@ -146,41 +130,22 @@ func (c *wsConn) next() (byte, []byte, error) {
 			_, _ = c.br.Discard(c.pending)
 			c.pending = 0
 		}
-		h, err := c.br.Peek(2)
+		b, err := c.br.Peek(2)
 		if err != nil {
 			return 0, nil, err
 		}
-		fin, op := h[0]&0x80 != 0, h[0]&0x0F
-		masked, n7 := h[1]&0x80 != 0, uint64(h[1]&0x7F)
-		hl := 2
-		switch n7 {
-		case 126:
-			hl = 4
-		case 127:
-			hl = 10
+		h, ok, err := decodeHeader(b)
+		if err == nil && !ok { // the extended length or the mask is still to come
+			if b, err = c.br.Peek(h.hl); err == nil {
+				h, _, err = decodeHeader(b)
+			}
 		}
-		if masked {
-			hl += 4
-		}
-		if h, err = c.br.Peek(hl); err != nil {
+		if err != nil {
 			return 0, nil, err
 		}
-		n := n7
-		switch n7 {
-		case 126:
-			n = uint64(binary.BigEndian.Uint16(h[2:4]))
-		case 127:
-			n = binary.BigEndian.Uint64(h[2:10])
-		}
-		if n > maxFrame {
-			return 0, nil, fmt.Errorf("frame of %d bytes exceeds %d", n, maxFrame)
-		}
-		var mask [4]byte
-		if masked {
-			copy(mask[:], h[hl-4:hl])
-		}
+		hl, n, op := h.hl, h.n, h.op
 		var p []byte
-		if total := hl + int(n); total <= c.br.Size() {
+		if total := hl + n; total <= c.br.Size() {
 			all, err := c.br.Peek(total)
 			if err != nil {
 				return 0, nil, err
@@ -192,22 +157,23 @@ func (c *wsConn) next() (byte, []byte, error) {
 			if op == opContinuation {
 				off = len(c.big) // append to the message being reassembled
 			}
-			if cap(c.big) < off+int(n) {
-				nb := make([]byte, off, off+int(n))
+			if off+n > maxFrame {
+				return 0, nil, fmt.Errorf("fragmented message exceeds %d bytes", maxFrame)
+			}
+			if cap(c.big) < off+n {
+				nb := make([]byte, off, off+n)
 				copy(nb, c.big)
 				c.big = nb
 			}
-			c.big = c.big[:off+int(n)]
+			c.big = c.big[:off+n]
 			if _, err := io.ReadFull(c.br, c.big[off:]); err != nil {
 				return 0, nil, err
 			}
 			p = c.big[off:]
 		}
-		if masked {
+		if h.masked {
 			// Servers must not mask (RFC 6455 §5.1); unmask anyway rather than fail.
-			for i := range p {
-				p[i] ^= mask[i&3]
-			}
+			maskBytes(p, h.mask)
 		}
 		switch op {
 		case opPing:
@@ -218,20 +184,15 @@ func (c *wsConn) next() (byte, []byte, error) {
 		case opPong:
 			continue
 		case opClose:
-			code := 1005
-			if len(p) >= 2 {
-				code = int(binary.BigEndian.Uint16(p))
-			}
+			code := closeCode(p)
 			var echo [2]byte
-			binary.BigEndian.PutUint16(echo[:], uint16(code))
-			if code == 1005 {
-				_ = c.write(opClose, nil)
-			} else {
-				_ = c.write(opClose, echo[:])
-			}
+			_ = c.write(opClose, closeEcho(code, &echo))
 			return 0, nil, closeError{code: code}
 		case opText, opBinary:
-			if fin {
+			if c.fragOp != 0 {
+				return 0, nil, errInterleavedData
+			}
+			if h.fin {
 				return op, p, nil
 			}
 			c.fragOp = op
@@ -239,21 +200,22 @@ func (c *wsConn) next() (byte, []byte, error) {
 				c.big = append(c.big[:0], p...)
 			}
 			continue
-		case opContinuation:
+		default: // opContinuation: decodeHeader refused every other opcode
 			if c.fragOp == 0 {
-				return 0, nil, errors.New("continuation frame without a message")
+				return 0, nil, errOrphanCont
 			}
 			if c.pending > 0 { // in place: copy after what was reassembled so far
+				if len(c.big)+len(p) > maxFrame {
+					return 0, nil, fmt.Errorf("fragmented message exceeds %d bytes", maxFrame)
+				}
 				c.big = append(c.big, p...)
 			}
-			if !fin {
+			if !h.fin {
 				continue
 			}
 			op := c.fragOp
 			c.fragOp = 0
 			return op, c.big, nil
-		default:
-			return 0, nil, fmt.Errorf("unknown opcode %d", op)
 		}
 	}
 }
@@ -262,39 +224,10 @@ func (c *wsConn) next() (byte, []byte, error) {
 func (c *wsConn) write(op byte, p []byte) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	b := append(c.wbuf[:0], 0x80|op)
-	switch n := len(p); {
-	case n < 126:
-		b = append(b, 0x80|byte(n))
-	case n <= 0xFFFF:
-		b = append(b, 0x80|126, byte(n>>8), byte(n))
-	default:
-		b = append(b, 0x80|127)
-		b = binary.BigEndian.AppendUint64(b, uint64(n))
-	}
-	var mask [4]byte
-	binary.LittleEndian.PutUint32(mask[:], mrand.Uint32())
-	b = append(b, mask[:]...)
-	start := len(b)
-	b = append(b, p...)
-	maskBytes(b[start:], mask)
-	c.wbuf = b
+	c.wbuf = appendClientFrame(c.wbuf[:0], op, p)
 	_ = c.nc.SetWriteDeadline(time.Now().Add(10 * time.Second))
-	_, err := c.nc.Write(b)
+	_, err := c.nc.Write(c.wbuf)
 	return err
-}
-
-// maskBytes XORs p with the 4-byte key, eight bytes at a time.
-func maskBytes(p []byte, key [4]byte) {
-	k32 := binary.LittleEndian.Uint32(key[:])
-	k64 := uint64(k32) | uint64(k32)<<32
-	i := 0
-	for ; i+8 <= len(p); i += 8 {
-		binary.LittleEndian.PutUint64(p[i:], binary.LittleEndian.Uint64(p[i:])^k64)
-	}
-	for ; i < len(p); i++ {
-		p[i] ^= key[i&3]
-	}
 }
 
 // close closes the socket without a close handshake: the run is over.

@@ -112,6 +112,7 @@ func TestLoadtestCommandRefuses(t *testing.T) {
 		{"duration without a unit", []string{"--url", "ws://127.0.0.1:1/ws", "--duration", "5"}, "want a duration with a unit, e.g. 5s"},
 		{"bad scenario", []string{"--url", "ws://127.0.0.1:1/ws", "--scenario", "flood"}, `shardhub loadtest: --scenario: "flood" is not broadcast`},
 		{"bad source IPs", []string{"--url", "ws://127.0.0.1:1/ws", "--source-ips", "127.0.0.9-127.0.0.1"}, "bad range"},
+		{"bad I/O model", []string{"--url", "ws://127.0.0.1:1/ws", "--io", "uring"}, `shardhub loadtest: --io: "uring" is neither goroutine nor epoll`},
 		{"too many conns for one process", []string{"--url", "ws://127.0.0.1:1/ws", "--conns", "1000000"}, "--workers"},
 	}
 	for _, tt := range tests {
