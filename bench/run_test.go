@@ -2,6 +2,7 @@ package bench
 
 import (
 	"os"
+	"runtime"
 	"testing"
 	"time"
 
@@ -85,7 +86,13 @@ func TestRunReal(t *testing.T) {
 			t.Errorf("%s: received %d of %d", name, p.Received, p.Expected)
 		}
 	}
-	if res.HeapPerConn <= 0 || res.StackPerConn <= 0 || res.GoroutinesPerConn < 0.9 {
+	// On Linux the engine's reactor reads idle connections without a
+	// goroutine each; elsewhere each has its own.
+	goroutinesOK := res.GoroutinesPerConn < 0.5
+	if runtime.GOOS != "linux" {
+		goroutinesOK = res.GoroutinesPerConn >= 0.9
+	}
+	if res.HeapPerConn <= 0 || res.StackPerConn < 0 || !goroutinesOK {
 		t.Errorf("idle figures: heap %.0f stack %.0f goroutines %.2f per conn", res.HeapPerConn, res.StackPerConn, res.GoroutinesPerConn)
 	}
 	rep := res.Report("real-test", o)

@@ -356,9 +356,10 @@ func TestConnectAndIdleScenarios(t *testing.T) {
 		for _, name := range []string{"server_go_bytes_per_conn", "server_heap_bytes_per_conn", "server_stack_bytes_per_conn"} {
 			metric(t, rep, name)
 		}
-		if g := metric(t, rep, "server_goroutines_per_conn"); g < 0 {
-			t.Errorf("goroutines per conn = %v", g)
-		}
+		// Present; not judged: the server runs in this test process, whose
+		// other tests start and end goroutines meanwhile (an idle connection
+		// has none of its own with the reactor, so the growth is all noise).
+		metric(t, rep, "server_goroutines_per_conn")
 		// The load generator's own cost per connection. This test process
 		// runs other tests beside it, so the values are not judged here
 		// (docs/benchmarks.md has them, measured alone).
