@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -109,6 +110,15 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	}
 	cfg := f.cfg
 	cfg.Logger = log
+	if os.Getenv("GOGC") == "" {
+		// Idle connections are long-lived and small; what each upgrade leaves
+		// behind (net/http's request state and the buffers hijacking hands
+		// over, ~8 KB) is garbage until the next collection. Collecting at half
+		// the live heap instead of all of it keeps the process near its live
+		// size: 2.2 KB of RSS per idle connection at 19,000 instead of 2.7 KB,
+		// for no measurable CPU (docs/tuning.md). GOGC in the environment wins.
+		debug.SetGCPercent(50)
+	}
 	if f.origins != "" {
 		for _, o := range strings.Split(f.origins, ",") {
 			cfg.AllowedOrigins = append(cfg.AllowedOrigins, strings.TrimSpace(o))
