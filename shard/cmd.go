@@ -82,13 +82,19 @@ func (s *Shard) post(c cmd) bool {
 			return false
 		}
 	}
+	s.posted()
+	return true
+}
+
+// posted finishes a successful post: if Run has returned meanwhile it may
+// not have taken the command, and nobody else will, so the poster disposes of
+// what is left in the inbox.
+func (s *Shard) posted() {
 	select {
 	case <-s.done:
-		// Run may have returned before taking it: nobody else will.
 		s.drainDead()
 	default:
 	}
-	return true
 }
 
 // tryPost hands c to the shard unless the inbox is full. The caller keeps
@@ -104,11 +110,7 @@ func (s *Shard) tryPost(c cmd) bool {
 	default:
 		return false
 	}
-	select {
-	case <-s.done:
-		s.drainDead()
-	default:
-	}
+	s.posted()
 	return true
 }
 
@@ -116,12 +118,8 @@ func (s *Shard) tryPost(c cmd) bool {
 // answered, by Run or, once it stopped, by whoever disposes of it.
 func (s *Shard) call(c cmd) result {
 	c.reply = replyPool.Get().(chan result)
-	if !s.post(c) {
-		r := <-c.reply // dispose answered it
-		replyPool.Put(c.reply)
-		return r
-	}
-	r := <-c.reply
+	s.post(c)
+	r := <-c.reply // answered by Run, or by dispose after it stopped
 	replyPool.Put(c.reply)
 	return r
 }

@@ -45,34 +45,8 @@ func TestBrowserClient(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	results := make(chan []byte, 1)
-	mux := http.NewServeMux()
-	mux.Handle("/", server.Handler(e, server.Options{}))
-	mux.HandleFunc("GET /session", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		_, _ = w.Write(page)
-	})
-	mux.HandleFunc("POST /result", func(w http.ResponseWriter, r *http.Request) {
-		b, _ := io.ReadAll(r.Body)
-		select {
-		case results <- b:
-		default:
-		}
-	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: mux}
-	go func() { _ = srv.Serve(ln) }()
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-		_ = e.Shutdown(ctx)
-	}()
-
-	startBrowser(t, browser, "http://"+ln.Addr().String()+"/session")
+	addr, results := servePage(t, e, server.Options{}, "/session", page, nil)
+	startBrowser(t, browser, "http://"+addr+"/session")
 
 	var raw []byte
 	select {
@@ -108,4 +82,42 @@ func TestBrowserClient(t *testing.T) {
 	check("badJSON", "code", `"bad_json"`)
 	check("oversize", "code", `1009`)
 	check("closed", "code", `1000`)
+}
+
+// servePage serves e's routes with page at path, a POST /result endpoint
+// whose bodies arrive on results, and extra routes; everything stops when the
+// test ends.
+func servePage(t *testing.T, e *engine.Engine, opts server.Options, path string, page []byte,
+	extra map[string]http.HandlerFunc) (addr string, results <-chan []byte) {
+	t.Helper()
+	res := make(chan []byte, 1)
+	mux := http.NewServeMux()
+	mux.Handle("/", server.Handler(e, opts))
+	mux.HandleFunc("GET "+path, func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		_, _ = w.Write(page)
+	})
+	mux.HandleFunc("POST /result", func(_ http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		select {
+		case res <- b:
+		default:
+		}
+	})
+	for pattern, h := range extra {
+		mux.HandleFunc(pattern, h)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: mux}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+		_ = e.Shutdown(ctx)
+	})
+	return ln.Addr().String(), res
 }

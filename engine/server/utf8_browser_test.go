@@ -2,8 +2,6 @@ package server_test
 
 import (
 	"encoding/json"
-	"io"
-	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -30,34 +28,14 @@ func TestBrowserOnlyGetsValidText(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ready, results := make(chan struct{}, 1), make(chan []byte, 1)
-	mux := http.NewServeMux()
-	mux.Handle("/", server.Handler(e, server.Options{Logger: quietLogger(), StatsInterval: -1}))
-	mux.HandleFunc("GET /page", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		_, _ = w.Write(page)
-	})
-	mux.HandleFunc("POST /ready", func(http.ResponseWriter, *http.Request) {
-		select {
-		case ready <- struct{}{}:
-		default:
-		}
-	})
-	mux.HandleFunc("POST /result", func(_ http.ResponseWriter, r *http.Request) {
-		b, _ := io.ReadAll(r.Body)
-		select {
-		case results <- b:
-		default:
-		}
-	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: mux}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { _ = srv.Close(); _ = e.Shutdown(t.Context()) })
-	addr := ln.Addr().String()
+	ready := make(chan struct{}, 1)
+	addr, results := servePage(t, e, server.Options{Logger: quietLogger(), StatsInterval: -1}, "/page", page,
+		map[string]http.HandlerFunc{"POST /ready": func(http.ResponseWriter, *http.Request) {
+			select {
+			case ready <- struct{}{}:
+			default:
+			}
+		}})
 	startBrowser(t, browser, "http://"+addr+"/page")
 	select {
 	case <-ready:
