@@ -76,6 +76,11 @@ type Conn struct {
 	evicted bool           // closed because the queue overflowed
 	tclosed bool           // t.Close or CloseWrite has been called
 	lost    bool           // the shard has been told to remove this connection
+	// qmsgs counts the message frames in queue; qcounted is how many of them
+	// the shard's pending gauge includes. They are reconciled (syncPending)
+	// where a batch or a drain write ends, not on every push, so a frame that
+	// is queued and written within one batch costs no atomic operation.
+	qmsgs, qcounted int32
 	// cause is a Cause: why the server side closed the connection first
 	// (CauseNone otherwise). Set once with mu held, read by anyone.
 	cause atomic.Uint32
@@ -272,8 +277,11 @@ func (c *Conn) writeOneLocked(f *frame.Frame) error {
 	if n < len(b) {
 		f.Retain(1)
 		c.pushLocked(f)
+		c.syncPendingLocked()
 		c.off, c.queued = int32(n), int32(len(b)-n)
 		c.startDrainLocked()
+	} else if f.IsMessage() {
+		c.countWritten(1)
 	}
 	return nil
 }
@@ -290,6 +298,9 @@ func (c *Conn) enqueueLocked(f *frame.Frame) error {
 	f.Retain(1)
 	c.pushLocked(f)
 	c.queued += int32(f.Len())
+	if c.st.Load()&stQueued != 0 {
+		c.syncPendingLocked() // behind a backlog: pending until the drain writes it
+	}
 	return nil
 }
 
@@ -310,9 +321,18 @@ func (c *Conn) pushLocked(f *frame.Frame) {
 	}
 	c.queue = append(c.queue, f)
 	if f.IsMessage() {
+		c.qmsgs++
+	}
+}
+
+// syncPendingLocked brings the shard's pending gauge up to date with this
+// connection's queue.
+func (c *Conn) syncPendingLocked() {
+	if d := c.qmsgs - c.qcounted; d != 0 {
 		if s := c.shard; s != nil {
-			s.stats.pending.Add(1)
+			s.stats.pending.Add(int64(d))
 		}
+		c.qcounted = c.qmsgs
 	}
 }
 
@@ -367,25 +387,26 @@ func splitWritten(frames []*frame.Frame, n int) (written, rest int64) {
 
 // writeBatch is the shard's fast path: frames, whose encoded bytes are bufs (total
 // bytes long), go out in one non-blocking write when nothing is queued, and are
-// queued behind the backlog otherwise. It returns the bytes written now. The
-// shard counted the frames as recipients; each ends here as written, queued or
-// dropped. Called only on the shard goroutine.
-func (c *Conn) writeBatch(frames []*frame.Frame, bufs [][]byte, total int) int {
+// queued behind the backlog otherwise. It returns the bytes written now and
+// whether every frame was written whole by this call: the caller counts those
+// as written (once per batch, not once per connection); in every other case
+// this connection counted its frames itself (written, queued or dropped). The
+// shard counted the frames as recipients. Called only on the shard goroutine.
+func (c *Conn) writeBatch(frames []*frame.Frame, bufs [][]byte, total int) (int, bool) {
 	if c.st.Load() == 0 {
 		n, err := c.t.TryWrite(bufs)
 		if err != nil || n < total {
 			c.afterFastWrite(frames, n, err)
-			return n
+			return n, false
 		}
-		c.countWritten(msgCount(frames))
-		return n
+		return n, true
 	}
 	c.mu.Lock()
 	st := c.st.Load()
 	if st&(stClosing|stClosed) != 0 {
 		c.mu.Unlock()
 		c.dropFrames(msgCount(frames), true)
-		return 0
+		return 0, false
 	}
 	if st == 0 { // the drain goroutine finished since the load above
 		c.mu.Unlock()
@@ -396,11 +417,11 @@ func (c *Conn) writeBatch(frames []*frame.Frame, bufs [][]byte, total int) int {
 			c.mu.Unlock()
 			c.dropFrames(msgCount(frames[i+1:]), true)
 			c.failed(err)
-			return 0
+			return 0, false
 		}
 	}
 	c.mu.Unlock()
-	return 0
+	return 0, false
 }
 
 // backlog queues what a short fast-path write left, starting with the frame it
@@ -431,6 +452,7 @@ func (c *Conn) backlog(frames []*frame.Frame, written int) {
 	}
 	c.off = int32(skip)
 	c.queued -= int32(skip)
+	c.syncPendingLocked()
 	if lim := c.limits(); len(c.queue) > lim.MaxMessages || int(c.queued) > lim.MaxBytes {
 		c.evictLocked()
 		c.mu.Unlock()
@@ -456,7 +478,9 @@ func (c *Conn) enqueue(f *frame.Frame, scratch *[][]byte) bool {
 		(len(c.queue)+1 > lim.MaxMessages || int(c.queued)+f.Len() > lim.MaxBytes) {
 		// What this batch queued is not a backlog yet: write it before
 		// judging the connection slow.
-		if err := c.flushLocked(scratch); err != nil {
+		w, err := c.flushLocked(scratch)
+		c.countWritten(w)
+		if err != nil {
 			c.mu.Unlock()
 			c.dropFrames(1, f.IsMessage())
 			c.failed(err)
@@ -477,43 +501,48 @@ func (c *Conn) enqueue(f *frame.Frame, scratch *[][]byte) bool {
 	return true
 }
 
-// flushQueued writes everything queued in one non-blocking call and returns the
-// bytes written; the rest goes to the drain goroutine. Called only on the shard
-// goroutine, for the connections it queued frames on during a batch; scratch is
-// its reusable buffer list.
-func (c *Conn) flushQueued(scratch *[][]byte) {
+// flushQueued writes everything queued in one non-blocking call; the rest
+// goes to the drain goroutine. It returns the message frames written whole,
+// for the caller to count once per batch. Called only on the shard goroutine,
+// for the connections it queued frames on during a batch; scratch is its
+// reusable buffer list.
+func (c *Conn) flushQueued(scratch *[][]byte) int64 {
 	c.mu.Lock()
 	if c.st.Load()&(stQueued|stClosed) != 0 || len(c.queue) == 0 {
+		c.syncPendingLocked()
 		c.mu.Unlock()
-		return
+		return 0
 	}
-	err := c.flushLocked(scratch)
+	written, err := c.flushLocked(scratch)
 	c.mu.Unlock()
 	if err != nil {
 		c.failed(err)
 	}
+	return written
 }
 
 // flushLocked writes what is queued in one non-blocking call and hands the
-// rest to a drain goroutine; on a write error the connection is failed (the
-// caller reports it once c.mu is released). c.mu is held, no drain runs.
-func (c *Conn) flushLocked(scratch *[][]byte) error {
+// rest to a drain goroutine; it returns the message frames written whole. On
+// a write error the connection is failed (the caller reports it once c.mu is
+// released). c.mu is held, no drain runs.
+func (c *Conn) flushLocked(scratch *[][]byte) (int64, error) {
 	bufs := c.appendQueuedLocked((*scratch)[:0])
 	n, err := c.t.TryWrite(bufs)
 	clear(bufs)
 	*scratch = bufs[:0]
 	if err != nil {
 		c.failLocked()
-		return err
+		return 0, err
 	}
 	c.countBytes(n)
-	c.consumeLocked(n)
+	written := c.consumeLocked(n)
+	c.syncPendingLocked()
 	if len(c.queue) > 0 {
 		c.startDrainLocked()
 	} else if c.st.Load()&stClosing != 0 {
 		c.finishLocked()
 	}
-	return nil
+	return written, nil
 }
 
 // appendQueuedLocked appends the unwritten bytes of the queue to dst.
@@ -529,8 +558,9 @@ func (c *Conn) appendQueuedLocked(dst [][]byte) [][]byte {
 }
 
 // consumeLocked drops n written bytes from the front of the queue, releasing the
-// frames that are done (and counting the messages among them as written).
-func (c *Conn) consumeLocked(n int) {
+// frames that are done; it returns how many of them were messages (written
+// whole: the caller counts them).
+func (c *Conn) consumeLocked(n int) int64 {
 	done, msgs := 0, int64(0)
 	for _, f := range c.queue {
 		rest := f.Len() - int(c.off)
@@ -548,19 +578,15 @@ func (c *Conn) consumeLocked(n int) {
 		f.Release()
 		done++
 	}
-	if msgs > 0 {
-		c.countWritten(msgs)
-		if s := c.shard; s != nil {
-			s.stats.pending.Add(-msgs)
-		}
-	}
+	c.qmsgs -= int32(msgs)
 	if done == len(c.queue) {
 		c.dropQueueLocked() // the backlog is over: an idle connection holds no array
-		return
+		return msgs
 	}
 	n = copy(c.queue, c.queue[done:])
 	clear(c.queue[n:])
 	c.queue = c.queue[:n]
+	return msgs
 }
 
 // countWritten counts n message frames written whole.
@@ -633,7 +659,8 @@ func (c *Conn) drain() {
 		c.countBytes(n)
 
 		c.mu.Lock()
-		c.consumeLocked(n)
+		c.countWritten(c.consumeLocked(n))
+		c.syncPendingLocked()
 		failed := err != nil && c.st.Load()&stClosed == 0
 		if failed {
 			c.failLocked()
@@ -753,8 +780,9 @@ func (c *Conn) releaseQueueLocked() {
 	}
 	c.dropQueueLocked()
 	c.off, c.queued = 0, 0
+	c.qmsgs = 0
+	c.syncPendingLocked()
 	if s := c.shard; s != nil && msgs > 0 {
-		s.stats.pending.Add(-msgs)
 		s.stats.dropped(c.causeForDrops(), msgs)
 	}
 }

@@ -120,7 +120,11 @@ func (s *Shard) writeEvery(frames []*frame.Frame, bufs [][]byte, total int) {
 			sl.mode = modeOf(c)
 		case fastSlow:
 			c := s.list[i]
-			written += int64(c.writeBatch(frames, bufs, total))
+			n, all := c.writeBatch(frames, bufs, total)
+			written += int64(n)
+			if all {
+				whole++
+			}
 			sl.mode = modeOf(c)
 		default:
 			skipped++ // closed, waiting to be removed: the frames are not written
@@ -163,15 +167,19 @@ func (s *Shard) writeOne(c *cmd) {
 }
 
 func (s *Shard) writeTo(conns []*Conn, frames []*frame.Frame, bufs [][]byte, total int) {
-	var written int64
+	var written, whole int64
 	for _, c := range conns {
-		n := c.writeBatch(frames, bufs, total)
+		n, all := c.writeBatch(frames, bufs, total)
 		written += int64(n)
-		if n < total {
+		if all {
+			whole++
+		} else {
 			s.syncSlot(c)
 		}
 	}
-	s.stats.recipients.Add(msgCount(frames) * int64(len(conns)))
+	nMsg := msgCount(frames)
+	s.stats.recipients.Add(nMsg * int64(len(conns)))
+	s.stats.written.Add(nMsg * whole)
 	s.stats.bytes.Add(written)
 }
 
@@ -259,22 +267,24 @@ func (s *Shard) control(c *cmd) {
 
 // flushDirty writes what every connection queued in this batch.
 func (s *Shard) flushDirty() {
+	var written int64
 	for i, c := range s.dirty {
 		if c.dirty {
 			c.dirty = false
-			c.flushQueued(&s.scratch)
+			written += c.flushQueued(&s.scratch)
 			s.syncSlot(c)
 		}
 		s.dirty[i] = nil
 	}
 	s.dirty = s.dirty[:0]
+	s.stats.written.Add(written)
 }
 
 // flushConn writes what c has queued in this batch now, ahead of an operation.
 func (s *Shard) flushConn(c *Conn) {
 	if c.dirty {
 		c.dirty = false // its entry in s.dirty is skipped
-		c.flushQueued(&s.scratch)
+		s.stats.written.Add(c.flushQueued(&s.scratch))
 		s.syncSlot(c)
 	}
 }
@@ -301,7 +311,7 @@ func (s *Shard) ping() {
 	bufs := [1][]byte{pingFrame.Bytes()}
 	for i, c := range s.list {
 		if s.slots[i].mode != fastSkip {
-			c.writeBatch(frames[:], bufs[:], len(bufs[0]))
+			c.writeBatch(frames[:], bufs[:], len(bufs[0])) // a ping: nothing to count
 			s.slots[i].mode = modeOf(c)
 		}
 	}
