@@ -117,8 +117,21 @@ func TestBroadcastAndHTTPAPI(t *testing.T) {
 	if code, _ := post(t, ts.url("/api/broadcast"), "wrong", `{"n":1}`); code != http.StatusUnauthorized {
 		t.Fatalf("broadcast with a wrong token = %d, want 401", code)
 	}
-	if code, body := post(t, ts.url("/api/broadcast"), "s3cret", `{"n":1}`); code != http.StatusAccepted {
-		t.Fatalf("broadcast = %d %s", code, body)
+	// The answer says how many connections of this instance it was for.
+	answer := func(code int, body string) int {
+		t.Helper()
+		var a struct {
+			OK              bool   `json:"ok"`
+			LocalRecipients int    `json:"local_recipients"`
+			Instance        string `json:"instance"`
+		}
+		if code != http.StatusAccepted || json.Unmarshal([]byte(body), &a) != nil || !a.OK || a.Instance != ts.e.InstanceID() {
+			t.Fatalf("answer %d %s", code, body)
+		}
+		return a.LocalRecipients
+	}
+	if n := answer(post(t, ts.url("/api/broadcast"), "s3cret", `{"n":1}`)); n != 20 {
+		t.Fatalf("broadcast to %d local recipients, want 20", n)
 	}
 	for _, c := range clients {
 		if m := c.next("message"); m.Channel != "" || string(m.Data) != `{"n":1}` {
@@ -126,16 +139,16 @@ func TestBroadcastAndHTTPAPI(t *testing.T) {
 		}
 	}
 	// Plain text becomes a JSON string.
-	if code, _ := post(t, ts.url("/api/publish?channel=room"), "s3cret", "hello there"); code != http.StatusAccepted {
-		t.Fatalf("publish = %d", code)
+	if n := answer(post(t, ts.url("/api/publish?channel=room"), "s3cret", "hello there")); n != 1 {
+		t.Fatalf("publish to %d local recipients, want 1", n)
 	}
 	if m := clients[0].next("message"); m.Channel != "room" || string(m.Data) != `"hello there"` {
 		t.Fatalf("got %+v", m)
 	}
 	clients[1].none(50 * time.Millisecond)
 
-	if code, _ := post(t, ts.url("/api/send?conn="+clients[2].id), "s3cret", `[1,2]`); code != http.StatusAccepted {
-		t.Fatalf("send = %d", code)
+	if n := answer(post(t, ts.url("/api/send?conn="+clients[2].id), "s3cret", `[1,2]`)); n != 1 {
+		t.Fatalf("send to %d local recipients, want 1", n)
 	}
 	if m := clients[2].next("private"); string(m.Data) != `[1,2]` {
 		t.Fatalf("got %+v", m)
