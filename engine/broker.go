@@ -13,7 +13,9 @@ import (
 // other instances need. Methods called from the engine's hot paths (Publish,
 // Broadcast, Subscribe, Unsubscribe) must not block on the network: brokers queue
 // and batch. The engine calls Subscribe and Unsubscribe in order, for each channel,
-// while holding its channel table lock.
+// while holding its channel table lock, which BrokerHandler.HandlePublication
+// takes too: a broker must not call its handler while holding a lock that
+// Subscribe or Unsubscribe take (docs/locking.md).
 type Broker interface {
 	// Start begins handing messages from other instances to h. The engine calls
 	// it once, from New.

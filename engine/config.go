@@ -102,10 +102,12 @@ type Config struct {
 	// means 1,048,576.
 	MaxChannels int
 	// PingInterval is how often every connection is pinged. Zero means 54s;
-	// negative disables pings (and the read deadline).
+	// negative disables pings (and the idle timeout: no connection is closed for
+	// its silence).
 	PingInterval time.Duration
-	// PongWait is how long a connection may stay silent (no message, no pong)
-	// before it is closed. It must exceed PingInterval. Zero means 60s.
+	// PongWait is how long a connection may stay silent (no frame at all: no
+	// message, no pong) before it is closed with 1001 "ping timeout". It must
+	// exceed PingInterval. Zero means 60s.
 	PongWait time.Duration
 	// WriteTimeout bounds each blocking write to a slow connection. Zero means 10s.
 	WriteTimeout time.Duration
@@ -167,8 +169,8 @@ type Config struct {
 
 // Authorizer decides whether req may proceed; a non-nil error denies it and is
 // sent to the client as a forbidden error with the error's text as reason.
-// It is called on the connection's read goroutine and may block that connection
-// only.
+// It is called on the goroutine that runs the connection's messages, one at a
+// time, and may block that connection only.
 type Authorizer func(ctx context.Context, req AuthRequest) error
 
 // Action is what an AuthRequest asks to do.

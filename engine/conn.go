@@ -12,15 +12,17 @@ import (
 
 // Conn is one client connection. Its methods are safe for concurrent use.
 //
-// A WebSocket Conn has one goroutine of its own, the read loop, which runs the
-// hooks, the Authorizer and the protocol for that connection; writes are made by
-// the shard (or a short-lived drain goroutine while the socket is backed up).
+// A WebSocket Conn is read by the engine's reactor, or, where the reactor cannot
+// read it (TLS, no epoll), by a goroutine of its own; its messages, with the
+// hooks and the Authorizer, run one at a time on one goroutine (read.go). Writes
+// are made by the shard (or a short-lived drain goroutine while the socket is
+// backed up).
 type Conn struct {
 	sc   shard.Conn // write side; registered with shard
 	e    *Engine
 	nc   net.Conn // the socket; nil for an attached connection
 	user string
-	in   inbound // read side, owned by the connection's reader (read.go)
+	in   inbound // read side, owned by the goroutine parsing the connection (read.go)
 	box  mailbox // inbound work when the reactor reads the connection (mailbox.go)
 }
 
@@ -137,7 +139,8 @@ func (c *Conn) fail(id []byte, code ErrorCode, reason string) {
 	c.reply(&Reply{Type: ReplyError, ID: id, Code: code, Reason: reason})
 }
 
-// handle runs one inbound data message. Called on the read goroutine.
+// handle runs one inbound data message. Called on the goroutine that runs the
+// connection's messages (its mailbox goroutine, or its read loop).
 func (c *Conn) handle(msg []byte) {
 	e := c.e
 	e.metrics.messagesIn.Inc()

@@ -56,9 +56,9 @@ type Engine struct {
 	shutdownOnce sync.Once     // runs the shutdown sequence once
 	shutdownDone chan struct{} // closed when the shutdown sequence has finished
 
-	readersMu     sync.Mutex    // guards the three fields below: the count of running read goroutines.
-	readers       int           // read goroutines running
-	readersClosed bool          // no new read goroutine may start
+	readersMu     sync.Mutex    // guards the three fields below: the count of connections being read.
+	readers       int           // connections whose reading has not finished (read loop, or reactor until mailFinish)
+	readersClosed bool          // no new reader may start
 	readersZero   chan struct{} // closed when readersClosed and readers reaches zero
 }
 
@@ -253,8 +253,8 @@ func (e *Engine) onRemove(sc *shard.Conn) {
 	}
 }
 
-// readerStart counts a new read goroutine, unless shutdown has passed the point
-// where it waits for them.
+// readerStart counts a connection whose reading starts, unless shutdown has
+// passed the point where it waits for them.
 func (e *Engine) readerStart() bool {
 	e.readersMu.Lock()
 	defer e.readersMu.Unlock()

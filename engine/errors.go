@@ -8,7 +8,8 @@ var (
 	// ErrShutdown is returned by calls made after Shutdown began.
 	ErrShutdown = errors.New("shardhub: engine shut down")
 	// ErrQueueFull is returned by Broadcast and Publish when the broadcast queue is
-	// full; the message was dropped and counted in shardhub_dropped_broadcasts_total.
+	// full, and by Send when the target's shard inbox is full; the message was
+	// dropped and counted (shardhub_messages_dropped_total{reason="queue_full"}).
 	ErrQueueFull = errors.New("shardhub: broadcast queue full, message dropped")
 	// ErrConnNotFound is returned by Send for a connection id that is not connected
 	// (to this instance, or to any instance when a broker routes private messages).

@@ -31,10 +31,11 @@ type mailItem struct {
 }
 
 // mailbox is a connection's inbound work queue. When it holds more than
-// mailPauseItems messages or mailPauseBytes of them (the connection's requests
-// are blocked: a slow hook, Authorizer or Redis), the reactor stops reading
-// the connection until it is down to a quarter of that, so the kernel's
-// buffers, not the server's memory, hold what the client keeps sending.
+// mailPauseItems items or mailPauseBytes of message buffers (the connection's
+// requests are blocked: a slow hook, Authorizer or Redis), the reactor stops
+// reading the connection until it is down to a quarter of that, so the
+// kernel's buffers, not the server's memory, hold what the client keeps
+// sending.
 type mailbox struct {
 	mu      sync.Mutex // guards the fields below.
 	items   []mailItem

@@ -31,7 +31,8 @@ func newInboundLimits(cfg *Config) inboundLimits {
 
 // budget is a connection's inbound allowance: a token bucket of frames and
 // one of bytes, and the penalty of refused frames. It lives in the connection
-// and only its reader touches it. The zero value starts full.
+// and only the goroutine parsing the connection touches it. The zero value
+// starts full.
 type budget struct {
 	frames, bytes, penalty float64
 	last                   int64 // unix nanoseconds of the last refill; 0 = never

@@ -17,8 +17,9 @@ import (
 )
 
 // ServeHTTP upgrades a WebSocket request and serves the connection until it
-// closes. The handler returns right after the upgrade; the connection's read loop
-// runs in its own goroutine, so net/http's per-request state is released.
+// closes. The handler returns right after the upgrade: the connection is then
+// read by the engine's reactor (or a goroutine of its own), so net/http's
+// per-request state is released.
 func (e *Engine) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if e.closing.Load() {
 		e.metrics.countUpgradeFailure("shutdown")
@@ -84,7 +85,8 @@ func (e *Engine) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // admit takes one of the MaxConnections slots. serveConn gives it back when the
-// connection fails to start or, through readLoop, when it ends.
+// connection fails to start or, through its reader (readLoop, or the mailbox's
+// mailFinish), when it ends.
 func (e *Engine) admit() bool {
 	n := e.admitted.Add(1)
 	if max := e.cfg.MaxConnections; max > 0 && n > int64(max) {
@@ -94,10 +96,10 @@ func (e *Engine) admit() bool {
 	return true
 }
 
-// serveConn completes the upgrade of a hijacked connection and starts its read
-// loop.
+// serveConn completes the upgrade of a hijacked connection and starts reading
+// it.
 func (e *Engine) serveConn(netConn net.Conn, br *bufio.Reader, r *http.Request, user string) {
-	started := false // the read loop owns the admission slot once it runs
+	started := false // the reader owns the admission slot once reading starts
 	defer func() {
 		if !started {
 			e.admitted.Add(-1)

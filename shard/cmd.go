@@ -11,8 +11,9 @@ import (
 // registrations, recovery steps and the requests that read its tables. The
 // shard handles it in order, so "a frame posted before a subscribe is not
 // delivered to the new subscriber, one posted after it is" holds by
-// construction, as does "an unregister happens after the frames posted to the
-// connection before it".
+// construction, as does "an unregister is handled after the frames posted to
+// the connection before it" (they get one last non-blocking write; what the
+// socket does not take then is dropped and counted with the connection).
 
 // cmdKind is what a command asks of the shard.
 type cmdKind uint8
@@ -24,7 +25,7 @@ const (
 	cmdWrite                      // frame → conn (a message or a protocol frame, per the frame)
 	cmdClose                      // close conn once its frames are written
 	cmdRegister                   // record conn; reply
-	cmdUnregister                 // remove conn after its frames are written; reply
+	cmdUnregister                 // remove conn after one last non-blocking write of its frames; reply
 	cmdSubscribe                  // subscribe conn to channel key (flag: recovering), then queue frame (if any) on it; reply
 	cmdUnsubscribe                // unsubscribe conn from channel key; reply
 	cmdRecoverEnd                 // end conn's recovery on key: flush buffered frames newer than offset (all when !flag)
@@ -161,8 +162,10 @@ func (s *Shard) Register(c *Conn) error {
 }
 
 // Unregister removes c from the shard and its channels and closes its send side,
-// after the frames posted to c before the call are written. It returns when done;
-// it is a no-op for a connection not registered.
+// after the frames posted to c before the call had one last non-blocking write
+// (what the socket does not take then is dropped and counted: the connection is
+// going away). It returns when done; it is a no-op for a connection not
+// registered.
 func (s *Shard) Unregister(c *Conn) {
 	s.call(cmd{kind: cmdUnregister, conn: c})
 }

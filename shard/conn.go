@@ -257,7 +257,8 @@ func (c *Conn) post(f *frame.Frame, wait bool) error {
 }
 
 // writeOneLocked writes or queues one frame. c.mu is held; it is the path of
-// unregistered connections and of frames the shard writes alone (pings, closes).
+// unregistered connections and of the close frames the shard writes alone
+// (idle timeout, shutdown, recovery overflow).
 func (c *Conn) writeOneLocked(f *frame.Frame) error {
 	st := c.st.Load()
 	if st&(stClosing|stClosed) != 0 {

@@ -23,8 +23,8 @@
 // readable without a round trip.
 //
 // A Conn's outbound queue and send-side state are guarded by Conn.mu. The
-// shard is the connection's only writer while the queue is empty: its fast
-// path is one atomic load of the state word and a non-blocking TryWrite,
+// shard is the connection's only writer while no drain goroutine runs: its
+// fast path is one atomic load of the state word and a non-blocking TryWrite,
 // without the lock. When the socket does not take everything, the rest is
 // queued under Conn.mu and a drain goroutine, started for that connection
 // only, writes it with blocking writes (never holding Conn.mu during a write)
@@ -32,9 +32,13 @@
 // under Conn.mu. Before registration, the goroutine that owns the Conn writes
 // directly under Conn.mu.
 //
-// Lock order: Conn.mu is a leaf. The shard holds no lock of its own; the
-// callbacks it runs (OnChannel, OnRemove) may take the engine's locks, never
-// while a Conn.mu is held. docs/locking.md lists the whole engine's order.
+// Lock order: no lock is held while waiting on a shard (a request, or a post
+// to a full inbox). Two Conn.mu are never held together, and Conn.mu is never
+// held across a blocking write; the transport's Close runs under it and may
+// take the transport's own locks (a TCP transport closes its reactor
+// registration first). The shard holds no lock of its own; the callbacks it
+// runs (OnChannel, OnRemove) may take the engine's locks, never while a
+// Conn.mu is held. docs/locking.md lists the whole engine's order.
 //
 // # Batching
 //

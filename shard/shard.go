@@ -121,7 +121,10 @@ type slot struct {
 }
 
 // Slot modes. Only the shard changes them; fastDirect is a hint that the Conn's
-// state word is zero, kept true because only the shard starts drain goroutines.
+// state word is zero. It stays true until the shard itself starts a drain
+// goroutine (only the shard does, for a registered Conn), except that another
+// goroutine may close the Conn (Abort): the fast path's write then fails and
+// afterFastWrite sorts it out under the lock.
 const (
 	fastDirect uint8 = iota // no backlog: write through slot.t
 	fastSlow                // backlog or closing: go through the Conn

@@ -23,7 +23,9 @@ import (
 type Transport interface {
 	// TryWrite writes as much of bufs as the peer takes without blocking and returns
 	// the number of bytes written. A count short of the total with a nil error means
-	// the rest would block. bufs is not modified.
+	// the rest would block. bufs is not modified. It is called on a shard's
+	// goroutine, which it must neither block nor crash: unlike Write's, a panic in
+	// it is not recovered.
 	TryWrite(bufs [][]byte) (int, error)
 
 	// Write writes all of bufs, blocking until done, until deadline passes, or until

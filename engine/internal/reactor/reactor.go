@@ -52,7 +52,7 @@ type Handler interface {
 
 // Errors.
 var (
-	// ErrClosed is returned by Add after Close.
+	// ErrClosed is returned by Register and Add after Close.
 	ErrClosed = errors.New("reactor: closed")
 	// ErrUnsupported is returned by New where there is no epoll.
 	ErrUnsupported = errors.New("reactor: not supported on this platform")

@@ -40,7 +40,7 @@ type poller struct {
 	events []unix.EpollEvent
 	done   chan struct{}
 
-	mu    sync.Mutex      // guards the fields below: Add and Close reach them from other goroutines.
+	mu    sync.Mutex      // guards the fields below: Register, Registration.Close, Close and Len reach them from other goroutines.
 	regs  []*Registration // by slot; nil when free
 	gens  []uint32        // generation of each slot, bumped when it is freed
 	free  []int32         // free slots
