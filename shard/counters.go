@@ -21,7 +21,7 @@ type Counters struct {
 	DroppedSlow     int64 // message frames dropped with an evicted slow consumer
 	DroppedClosed   int64 // message frames dropped because the connection closed (or its write failed) first
 	DroppedShutdown int64 // message frames dropped because the shard shut down
-	Pending         int64 // message frames waiting in connection queues now
+	Pending         int64 // message frames waiting in connection queues, as of the last batch or drain write
 	Bytes           int64 // bytes written to transports
 	Forced          int64 // slow consumers evicted
 	WriteErrors     int64 // connections closed after a write error
