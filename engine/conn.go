@@ -277,6 +277,8 @@ func (c *Conn) failFromError(id []byte, err error) {
 		c.fail(id, CodeBadChannel, "invalid channel name")
 	case errors.Is(err, ErrShutdown):
 		c.fail(id, CodeOverloaded, "server shutting down")
+	case errors.Is(err, ErrBrokerUnavailable):
+		c.fail(id, CodeOverloaded, "delivered on this server only: the cluster is unavailable")
 	default:
 		c.e.logLimited("request_failed", "shardhub: request failed", "conn", c.ID(), "err", err)
 		c.fail(id, CodeInternal, "internal error")

@@ -208,7 +208,7 @@ func (e *Engine) broadcast(src source, data []byte) error {
 	}
 	if err := e.broker.Broadcast(data); err != nil {
 		e.metrics.brokerErrors.Inc()
-		return fmt.Errorf("shardhub: broker broadcast: %w", err)
+		return fmt.Errorf("%w: broadcast: %w", ErrBrokerUnavailable, err)
 	}
 	return nil
 }
@@ -234,7 +234,7 @@ func (e *Engine) publish(src source, channel string, data []byte) error {
 	}
 	if err := e.broker.Publish(channel, data); err != nil {
 		e.metrics.brokerErrors.Inc()
-		return fmt.Errorf("shardhub: broker publish: %w", err)
+		return fmt.Errorf("%w: publish: %w", ErrBrokerUnavailable, err)
 	}
 	return nil
 }

@@ -25,4 +25,9 @@ var (
 	ErrDuplicateConn = errors.New("shardhub: connection id already in use")
 	// ErrInvalidConfig is wrapped by Config.Validate errors, which name the field.
 	ErrInvalidConfig = errors.New("shardhub: invalid config")
+	// ErrBrokerUnavailable is returned (wrapping the broker's error) when the
+	// broker refused a Broadcast or Publish for the other instances: the
+	// message reached this instance's connections only (and is counted in the
+	// broker's ledger).
+	ErrBrokerUnavailable = errors.New("shardhub: broker refused the message; it reached this instance only")
 )

@@ -64,7 +64,7 @@ func (e *Engine) publishHistory(src source, channel string, data []byte) error {
 	if lerr := e.publishLocal(src, channel, "", data); lerr != nil {
 		return lerr
 	}
-	return fmt.Errorf("shardhub: broker publish: %w", err)
+	return fmt.Errorf("%w: publish: %w", ErrBrokerUnavailable, err)
 }
 
 // subscribeHistory subscribes c through a HistoryBroker. With since on a

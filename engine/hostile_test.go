@@ -204,7 +204,9 @@ func TestRateLimitCannotBeEvaded(t *testing.T) {
 // TestByteRateLimit: large messages past the byte budget are refused.
 func TestByteRateLimit(t *testing.T) {
 	t.Parallel()
-	ts := startServer(t, engine.Config{MaxMessageSize: 4096, InboundByteRate: 8000}, server.Options{})
+	// A byte rate so low that no refill during a slow send (a busy machine)
+	// can admit one more message: the burst (the message size) takes one.
+	ts := startServer(t, engine.Config{MaxMessageSize: 4096, InboundByteRate: 100}, server.Options{})
 	c := dial(t, ts, "", nil)
 	big := `{"type":"publish","channel":"x","id":1,"data":"` + strings.Repeat("a", 3900) + `"}`
 	for range 10 {
@@ -222,9 +224,9 @@ func TestByteRateLimit(t *testing.T) {
 			t.Fatalf("got %+v", m)
 		}
 	}
-	// The burst is 16000 bytes: four messages of ~3950 bytes.
-	if acks != 4 || refused != 6 {
-		t.Fatalf("%d acks, %d refusals; want 4 and 6", acks, refused)
+	// The burst is max(2 × 100, 4096) bytes: one message of ~3950 bytes.
+	if acks != 1 || refused != 9 {
+		t.Fatalf("%d acks, %d refusals; want 1 and 9", acks, refused)
 	}
 }
 
@@ -462,5 +464,49 @@ func TestMaxChannels(t *testing.T) {
 	b.subscribe("ch3")
 	if got := metric(t, ts.e, `shardhub_errors_total{kind="too_many_channels"}`); got != 1 {
 		t.Fatalf("too_many_channels counted %v times", got)
+	}
+}
+
+// TestSlowReaderIsNotTimedOut: a client that reads slowly has the server's
+// pings stuck behind its backlog and cannot answer them; as long as it reads
+// within the write timeout it must not be closed as silent.
+func TestSlowReaderIsNotTimedOut(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, engine.Config{PingInterval: 300 * time.Millisecond, PongWait: time.Second,
+		ConnQueueBytes: 64 << 20, ConnQueueMessages: 1 << 16}, server.Options{})
+	r := rawDial(t, ts, nil)
+	big := bytes.Repeat([]byte("x"), 60000)
+	const n = 300 // 18 MB: far more than the socket buffers hold
+	for range n {
+		if err := ts.e.Broadcast(big); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(3 * time.Second) // silent and not reading, past PongWait twice over
+	got := 0
+	for got < n {
+		f, err := r.readFrame()
+		if err != nil {
+			t.Fatalf("after %d messages: %v", got, err)
+		}
+		switch f.op {
+		case 0x8:
+			t.Fatalf("closed after %d messages: %q", got, f.payload)
+		case 0x1:
+			got++
+		}
+	}
+	// Still open: a request gets its reply.
+	if err := r.write(rawFrame(0x1, []byte(`{"type":"subscribe","channel":"alive"}`), true)); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		f, err := r.readFrame()
+		if err != nil || f.op == 0x8 {
+			t.Fatalf("after the backlog: %q %v", f.payload, err)
+		}
+		if bytes.Contains(f.payload, []byte(`"subscribed"`)) {
+			return
+		}
 	}
 }

@@ -6,7 +6,7 @@ var metricHelp = map[string]string{
 	"shardhub_broadcasts_total":          "Broadcasts accepted into the fan-out queue.",
 	"shardhub_publications_total":        "Channel publications accepted (also those with no local subscriber).",
 	"shardhub_private_messages_total":    "Private messages handed to a connection here or routed to another instance.",
-	"shardhub_dropped_broadcasts_total":  "Messages dropped because the broadcast queue was full.",
+	"shardhub_dropped_broadcasts_total":  "Broadcasts and publications dropped because their queue (broadcast or client) was full.",
 	"shardhub_broker_errors_total":       "Publishes the broker refused (the message still reached this instance's subscribers).",
 	"shardhub_messages_in_total":         "Data messages received from clients.",
 	"shardhub_authorizer_denials_total":  "Requests the Authorizer denied.",

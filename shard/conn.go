@@ -1,6 +1,7 @@
 package shard
 
 import (
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -548,15 +549,32 @@ func (c *Conn) flushLocked(scratch *[][]byte) (int64, error) {
 
 // appendQueuedLocked appends the unwritten bytes of the queue to dst.
 func (c *Conn) appendQueuedLocked(dst [][]byte) [][]byte {
+	return c.appendQueuedUpTo(dst, math.MaxInt)
+}
+
+// appendQueuedUpTo appends the unwritten bytes of the first queued frames, up
+// to about limit bytes (at least one frame).
+func (c *Conn) appendQueuedUpTo(dst [][]byte, limit int) [][]byte {
+	total := 0
 	for i, f := range c.queue {
 		b := f.Bytes()
 		if i == 0 {
 			b = b[c.off:]
 		}
+		if i > 0 && total+len(b) > limit {
+			break
+		}
 		dst = append(dst, b)
+		total += len(b)
 	}
 	return dst
 }
+
+// drainChunk bounds what one blocking write of the drain goroutine carries,
+// so its deadline (Limits.WriteTimeout) bounds how long the peer may make no
+// progress, not how long the whole backlog may take: a slow reader that keeps
+// reading is not cut off, a stalled one is.
+const drainChunk = 256 << 10
 
 // consumeLocked drops n written bytes from the front of the queue, releasing the
 // frames that are done; it returns how many of them were messages (written
@@ -651,7 +669,7 @@ func (c *Conn) drain() {
 			c.mu.Unlock()
 			return
 		}
-		bufs = c.appendQueuedLocked(bufs[:0])
+		bufs = c.appendQueuedUpTo(bufs[:0], drainChunk)
 		timeout := c.limits().WriteTimeout
 		c.mu.Unlock()
 

@@ -333,7 +333,14 @@ func (s *Shard) sweep() {
 	sec := time.Now().Unix()
 	for i, c := range s.list {
 		seen := int64(c.seen.Load())
-		if seen == 0 || sec-seen <= limit || s.slots[i].mode == fastSkip {
+		if seen == 0 || sec-seen <= limit || c.st.Load()&stQueued != 0 {
+			// Not silent long enough; or silent but reading: a connection
+			// with a backlog being written has its ping stuck behind it, and
+			// the drain's write deadline (Limits.WriteTimeout) closes it if it
+			// stops reading.
+			continue
+		}
+		if s.slots[i].mode == fastSkip {
 			continue
 		}
 		c.mu.Lock()

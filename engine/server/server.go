@@ -187,6 +187,9 @@ func (s *api) answer(w http.ResponseWriter, r *http.Request, err error, recipien
 		s.fail(w, r, http.StatusRequestEntityTooLarge, "too_large", err.Error())
 	case errors.Is(err, engine.ErrConnNotFound):
 		s.fail(w, r, http.StatusNotFound, "not_found", err.Error())
+	case errors.Is(err, engine.ErrBrokerUnavailable):
+		w.Header().Set("Retry-After", "1")
+		s.fail(w, r, http.StatusServiceUnavailable, "unavailable", err.Error())
 	default:
 		s.fail(w, r, http.StatusBadGateway, "internal", err.Error())
 	}
