@@ -145,8 +145,8 @@ func TestLazySubscriptionsVisibleInRedis(t *testing.T) {
 		t.Fatalf("lazy.one has %d Redis subscribers for 2 local ones, want 1", got)
 	}
 	// The broadcast and instance channels plus the two, over 2 connections: not one connection per channel.
-	clients, _ := r.Do("CLIENT", "LIST")
-	if pubsubConns := strings.Count(strings.Join(clients, "\n"), "cmd=subscribe"); pubsubConns > 2 {
+	clients, _ := r.Client().ClientList(context.Background()).Result()
+	if pubsubConns := strings.Count(clients, "cmd=subscribe"); pubsubConns > 2 {
 		t.Errorf("%d connections in subscribe mode, want at most PubSubConns=2", pubsubConns)
 	}
 	a.send(map[string]any{"type": "unsubscribe", "channel": "lazy.one"})
@@ -195,22 +195,17 @@ func TestDeadInstanceExpires(t *testing.T) {
 	}
 	// ...and its keys expire (ConnTTL 1.5s).
 	eventually(t, 3*time.Second, "node2's keys expired", func() bool {
-		conn, _ := r.Do("EXISTS", "ws:conn:"+victim.id)
-		inst, _ := r.Do("EXISTS", "ws:instance:node2")
-		return len(conn) == 1 && conn[0] == "0" && len(inst) == 1 && inst[0] == "0"
+		return !exists(t, r, "ws:conn:"+victim.id) && !exists(t, r, "ws:instance:node2")
 	})
 }
 
 func TestCleanShutdownRemovesKeys(t *testing.T) {
 	r, nodes := cluster(t, 1, func(c *Config) { c.ConnTTL, c.ConnRefresh = time.Hour, time.Minute })
 	c := dial(t, nodes[0])
-	eventually(t, 5*time.Second, "conn registered", func() bool {
-		out, _ := r.Do("EXISTS", "ws:conn:"+c.id)
-		return len(out) == 1 && out[0] == "1"
-	})
+	eventually(t, 5*time.Second, "conn registered", func() bool { return exists(t, r, "ws:conn:"+c.id) })
 	nodes[0].stop()
 	for _, key := range []string{"ws:conn:" + c.id, "ws:instance:node0"} {
-		if out, _ := r.Do("EXISTS", key); len(out) != 1 || out[0] != "0" {
+		if exists(t, r, key) {
 			t.Errorf("%s still exists after a clean shutdown", key)
 		}
 	}
@@ -232,8 +227,10 @@ func metricValue(t *testing.T, set *metrics.Set, name string) float64 {
 	return 0
 }
 
+// TestRedisOutage runs without a backlog (BacklogMessages < 0): publishing
+// fails fast while Redis is down. TestOutageBacklog covers the default.
 func TestRedisOutage(t *testing.T) {
-	r, nodes := cluster(t, 2, nil)
+	r, nodes := cluster(t, 2, func(c *Config) { c.BacklogMessages = -1 })
 	a0, a1 := dial(t, nodes[0]), dial(t, nodes[1])
 	a0.subscribe("live")
 	a1.subscribe("live")
@@ -257,7 +254,7 @@ func TestRedisOutage(t *testing.T) {
 		t.Fatal(n)
 	}
 	a1.none(200 * time.Millisecond)
-	if v := metricValue(t, nodes[0].e.Metrics(), `shardhub_redis_publish_failures_total{reason="unavailable"}`); v < 1 {
+	if v := metricValue(t, nodes[0].e.Metrics(), `shardhub_broker_dropped_total{reason="broker_unavailable"}`); v < 1 {
 		t.Errorf("unpublished messages counted %v, want ≥ 1", v)
 	}
 

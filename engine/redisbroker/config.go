@@ -14,7 +14,10 @@ const (
 	DefaultPrefix            = "ws:"
 	DefaultPubSubConns       = 4
 	DefaultWriters           = 2
-	DefaultPublishQueue      = 16384
+	DefaultBacklogMessages   = 131072
+	DefaultBacklogBytes      = 64 << 20
+	DefaultHandoffQueue      = 16384
+	DefaultPeerWait          = 3 * time.Second
 	DefaultMaxBatch          = 512
 	DefaultInstanceTTL       = 30 * time.Second
 	DefaultConnTTL           = 90 * time.Second
@@ -58,11 +61,20 @@ type Config struct {
 	// a channel always goes through the same one, so its order is kept. Zero
 	// means 2.
 	Writers int
-	// PublishQueue is the capacity of each writer's queue. When it is full a
-	// message is not sent to Redis (this instance's subscribers still got it),
-	// shardhub_redis_publish_failures_total{reason="queue_full"} counts it and
-	// Publish returns ErrQueueFull; callers never block. Zero means 16384.
-	PublishQueue int
+	// BacklogMessages and BacklogBytes bound what waits for Redis, across
+	// all writers (each gets an equal share): the messages queued while Redis
+	// answers, and those kept while it does not (an outage, a frozen or
+	// paused server) until this instance's subscriptions are confirmed again,
+	// then sent in order. Past either bound a message is not sent to the
+	// other instances: Publish returns ErrQueueFull and
+	// shardhub_broker_dropped_total{reason="backlog_overflow"} counts it;
+	// callers never block. Zero means 131072 messages and 64 MiB (about two
+	// seconds of a busy instance's traffic, minutes of a quiet one's).
+	// BacklogMessages < 0 disables the backlog: while Redis is not answering,
+	// Publish fails at once with ErrUnavailable and what was queued is
+	// dropped (reason "broker_unavailable").
+	BacklogMessages int
+	BacklogBytes    int64
 	// MaxBatch is the most commands a writer sends in one pipeline. Zero means
 	// 512.
 	MaxBatch int
@@ -89,6 +101,17 @@ type Config struct {
 	// connection may take to get its first SUBSCRIBE confirmed before it is
 	// replaced (while probes are enabled). Zero means 3s.
 	ProbeTimeout time.Duration
+	// HandoffQueue bounds, per subscriber connection, the messages read from
+	// Redis and not yet handed to the engine: the connection's reader never
+	// waits for the engine. When it is full a message is dropped and counted
+	// lost (shardhub_broker_dropped_total{reason="broker_lost"} and
+	// shardhub_redis_handoff_overflow_total). Zero means 16384.
+	HandoffQueue int
+	// PeerWait bounds how long, after an outage, this instance holds its
+	// backlog until the other instances it knew are subscribed again (their
+	// probe channels have a subscriber), so that what it flushes reaches
+	// them. Zero means 3s; negative means no wait.
+	PeerWait time.Duration
 	// ReconnectMin and ReconnectMax bound the exponential backoff between
 	// reconnection attempts. Zero means 100ms and 5s.
 	ReconnectMin, ReconnectMax time.Duration
@@ -130,7 +153,12 @@ func (cfg Config) withDefaults() Config {
 	}
 	defInt(&cfg.PubSubConns, DefaultPubSubConns)
 	defInt(&cfg.Writers, DefaultWriters)
-	defInt(&cfg.PublishQueue, DefaultPublishQueue)
+	defInt(&cfg.BacklogMessages, DefaultBacklogMessages)
+	if cfg.BacklogBytes == 0 {
+		cfg.BacklogBytes = DefaultBacklogBytes
+	}
+	defInt(&cfg.HandoffQueue, DefaultHandoffQueue)
+	def(&cfg.PeerWait, DefaultPeerWait)
 	defInt(&cfg.MaxBatch, DefaultMaxBatch)
 	def(&cfg.InstanceTTL, DefaultInstanceTTL)
 	def(&cfg.HeartbeatInterval, cfg.InstanceTTL/3)
@@ -169,8 +197,12 @@ func (cfg Config) Validate() error {
 		return bad("PubSubConns", "%d is outside 1..%d", c.PubSubConns, maxAllowedPubSubConns)
 	case c.Writers < 1 || c.Writers > maxAllowedWriters:
 		return bad("Writers", "%d is outside 1..%d", c.Writers, maxAllowedWriters)
-	case c.PublishQueue < 1:
-		return bad("PublishQueue", "%d must be positive", c.PublishQueue)
+	case c.BacklogMessages > 0 && c.BacklogMessages < c.Writers:
+		return bad("BacklogMessages", "%d is below Writers (%d): each writer needs room for one", c.BacklogMessages, c.Writers)
+	case c.BacklogBytes < 0:
+		return bad("BacklogBytes", "%d must not be negative", c.BacklogBytes)
+	case c.HandoffQueue < 1:
+		return bad("HandoffQueue", "%d must be positive", c.HandoffQueue)
 	case c.MaxBatch < 1:
 		return bad("MaxBatch", "%d must be positive", c.MaxBatch)
 	case c.InstanceTTL < time.Second:

@@ -11,40 +11,63 @@ func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
 
 func TestEnvelopeRoundTrip(t *testing.T) {
 	t.Parallel()
+	seqd := func(kind byte, seq uint64, offset *string, data string) string {
+		b := appendSeqHead(nil, kind, "node-1", 1700000000000000000, 7, seq)
+		if offset != nil {
+			b = appendField(b, *offset)
+		}
+		return string(append(b, data...))
+	}
+	empty, off := "", "1700000000000-12"
 	cases := []struct {
-		name   string
-		kind   byte
-		fields []string
-		data   string
-		want   envelope
+		name    string
+		payload string
+		want    envelope
 	}{
-		{name: "publication", kind: kindPublication, fields: []string{""}, data: `{"x":1}`,
-			want: envelope{kind: kindPublication, origin: "node-1", data: []byte(`{"x":1}`)}},
-		{name: "publication with offset", kind: kindPublication, fields: []string{"1700000000000-12"}, data: "a:b:c",
-			want: envelope{kind: kindPublication, origin: "node-1", offset: "1700000000000-12", data: []byte("a:b:c")}},
-		{name: "broadcast, empty data", kind: kindBroadcast,
-			want: envelope{kind: kindBroadcast, origin: "node-1", data: []byte{}}},
-		{name: "private with odd ids", kind: kindPrivate, fields: []string{"to:1\n", "from 2"}, data: "12:34",
-			want: envelope{kind: kindPrivate, origin: "node-1", to: "to:1\n", by: "from 2", data: []byte("12:34")}},
+		{name: "publication", payload: seqd(kindPublication, 1, &empty, `{"x":1}`),
+			want: envelope{kind: kindPublication, origin: "node-1", epoch: 1700000000000000000, stream: 7, seq: 1, data: `{"x":1}`}},
+		{name: "publication with offset", payload: seqd(kindPublication, 18446744073709551615, &off, "a:b:c"),
+			want: envelope{kind: kindPublication, origin: "node-1", epoch: 1700000000000000000, stream: 7, seq: 18446744073709551615, offset: off, data: "a:b:c"}},
+		{name: "broadcast, empty data", payload: seqd(kindBroadcast, 3, nil, ""),
+			want: envelope{kind: kindBroadcast, origin: "node-1", epoch: 1700000000000000000, stream: 7, seq: 3}},
+		{name: "announcement", payload: seqd(kindAnnounce, 9, nil, ""),
+			want: envelope{kind: kindAnnounce, origin: "node-1", epoch: 1700000000000000000, stream: 7, seq: 9}},
+		{name: "void", payload: seqd(kindVoid, 2, nil, ""),
+			want: envelope{kind: kindVoid, origin: "node-1", epoch: 1700000000000000000, stream: 7, seq: 2}},
+		{name: "private with odd ids", payload: string(encode(kindPrivate, "node-1", []byte("12:34"), "to:1\n", "from 2")),
+			want: envelope{kind: kindPrivate, origin: "node-1", to: "to:1\n", by: "from 2", data: "12:34"}},
+		{name: "sync request", payload: string(encode(kindSync, "node-1", nil)),
+			want: envelope{kind: kindSync, origin: "node-1"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			got, err := decode(string(encode(tc.kind, "node-1", []byte(tc.data), tc.fields...)))
+			got, err := decode(tc.payload)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got.kind != tc.want.kind || got.origin != tc.want.origin || got.offset != tc.want.offset ||
-				got.to != tc.want.to || got.by != tc.want.by || string(got.data) != string(tc.want.data) {
+			if got != tc.want {
 				t.Fatalf("got %+v, want %+v", got, tc.want)
 			}
 		})
 	}
 }
 
+func TestEnvelopeHeadFitsHeadroom(t *testing.T) {
+	t.Parallel()
+	for _, origin := range []string{"", "n", "a-rather-long-instance-identifier-0123456789"} {
+		h := appendField(appendSeqHead(nil, kindPublication, origin, ^uint64(0), ^uint64(0), ^uint64(0)), "")
+		if len(h) > maxSeqHead(origin) {
+			t.Errorf("origin %q: head %d bytes, headroom %d", origin, len(h), maxSeqHead(origin))
+		}
+	}
+}
+
 func TestEnvelopeRejectsGarbage(t *testing.T) {
 	t.Parallel()
-	for _, p := range []string{"", "1", "2P1:a", "1X1:a", "1P", "1P9:a", "1Pa:b", "1P1:a", "1M1:a1:b", "1P99999999999:a"} {
+	for _, p := range []string{"", "2", "1P1:a", "2X1:a", "2P", "2P9:a", "2Pa:b", "2P1:a", "2M1:a1:b",
+		"2P99999999999:a", "2B1:a1:11:11:0", "2B1:a1:11:1", "2B1:a0:1:11:1", "2B1:a21:1000000000000000000001:11:1",
+		"2B1:a1:x1:11:1"} {
 		if _, err := decode(p); !errors.Is(err, errBadEnvelope) {
 			t.Errorf("decode(%q) = %v, want errBadEnvelope", p, err)
 		}
@@ -52,9 +75,14 @@ func TestEnvelopeRejectsGarbage(t *testing.T) {
 }
 
 func FuzzDecode(f *testing.F) {
-	f.Add(string(encode(kindPublication, "n", []byte("d"), "1-1")))
+	f.Add(string(append(appendField(appendSeqHead(nil, kindPublication, "n", 1, 2, 3), "1-1"), 'd')))
 	f.Add(string(encode(kindPrivate, "n", []byte("d"), "a", "b")))
-	f.Fuzz(func(t *testing.T, p string) { _, _ = decode(p) })
+	f.Fuzz(func(t *testing.T, p string) {
+		e, err := decode(p)
+		if err == nil && sequenced(e.kind) && e.seq == 0 {
+			t.Fatalf("decoded seq 0 from %q", p)
+		}
+	})
 }
 
 func TestConfigValidate(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -187,22 +188,29 @@ func eventually(tb testing.TB, within time.Duration, what string, cond func() bo
 // numsub returns how many Redis subscribers channel has.
 func numsub(tb testing.TB, r *redistest.Server, redisChannel string) int {
 	tb.Helper()
-	out, err := r.Do("PUBSUB", "NUMSUB", redisChannel)
-	if err != nil || len(out) != 2 {
-		tb.Fatalf("PUBSUB NUMSUB: %v %v", out, err)
+	out, err := r.Client().PubSubNumSub(context.Background(), redisChannel).Result()
+	if err != nil {
+		tb.Fatalf("PUBSUB NUMSUB: %v", err)
 	}
-	n := 0
-	for _, ch := range out[1] {
-		n = n*10 + int(ch-'0')
-	}
-	return n
+	return int(out[redisChannel])
 }
 
 func pubsubChannels(tb testing.TB, r *redistest.Server, pattern string) []string {
 	tb.Helper()
-	out, err := r.Do("PUBSUB", "CHANNELS", pattern)
+	out, err := r.Client().PubSubChannels(context.Background(), pattern).Result()
 	if err != nil {
 		tb.Fatalf("PUBSUB CHANNELS: %v", err)
 	}
+	slices.Sort(out)
 	return out
+}
+
+// exists reports whether key exists.
+func exists(tb testing.TB, r *redistest.Server, key string) bool {
+	tb.Helper()
+	n, err := r.Client().Exists(context.Background(), key).Result()
+	if err != nil {
+		tb.Fatalf("EXISTS %s: %v", key, err)
+	}
+	return n == 1
 }

@@ -16,24 +16,58 @@ import (
 // and a reader that sees a publication live can rely on it being in the
 // stream. Each entry also records its predecessor's id (field p), so History
 // can tell "the client saw the entry just trimmed" (recoverable) from "entries
-// after the client's offset were trimmed" (not). KEYS[1] stream; ARGV pub/sub
-// channel, MAXLEN, TTL in ms, envelope head, data.
+// after the client's offset were trimmed" (not).
+//
+// The writer may send a publication twice (after a timeout: Redis may have
+// run it), so the script keeps, per channel and origin, the last sequence
+// number it stored (hash ws:hseq:<channel>, same TTL as the stream) and
+// ignores a number it has seen: the history holds each publication once. If
+// storing fails for good (out of memory, a key of the wrong type), it
+// publishes a void in the publication's place, so receivers see no hole in the
+// sequence (seq.go), and returns an error starting with voidErrPrefix: the
+// writer counts the publication dropped.
+//
+// KEYS: stream, dedup hash. ARGV: pub/sub channel, MAXLEN, TTL in ms, envelope
+// head (up to the offset field), data, origin, "epoch:stream", seq, void
+// envelope.
 var publishScript = redis.NewScript(`
-local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-local prev = ''
-if top[1] then prev = top[1][1] end
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[2], '*', 'd', ARGV[5], 'p', prev)
-local ttl = tonumber(ARGV[3])
-if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
+local function store()
+  local last = redis.call('HGET', KEYS[2], ARGV[6])
+  if last then
+    local inc, n = string.match(last, '^(.*):(%d+)$')
+    if inc == ARGV[7] and tonumber(n) >= tonumber(ARGV[8]) then return false end
+  end
+  local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+  local prev = ''
+  if top[1] then prev = top[1][1] end
+  local id = redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[2], '*', 'd', ARGV[5], 'p', prev)
+  redis.call('HSET', KEYS[2], ARGV[6], ARGV[7] .. ':' .. ARGV[8])
+  local ttl = tonumber(ARGV[3])
+  if ttl > 0 then
+    redis.call('PEXPIRE', KEYS[1], ttl)
+    redis.call('PEXPIRE', KEYS[2], ttl)
+  end
+  return id
+end
+local ok, id = pcall(store)
+if not ok then
+  redis.call('PUBLISH', ARGV[1], ARGV[9])
+  return redis.error_reply('` + voidErrPrefix + ` ' .. tostring(id and (id.err or id) or 'error'))
+end
+if not id then return 0 end
 redis.call('PUBLISH', ARGV[1], ARGV[4] .. string.len(id) .. ':' .. id .. ARGV[5])
 return id
 `)
+
+// voidErrPrefix starts the error of a history publication the script could
+// not store (it published a void instead).
+const voidErrPrefix = "SHARDHUB_VOID"
 
 // Hold subscribes this instance to channel, apart from the engine's own
 // subscription, and returns once Redis confirmed it: every publication after
 // that reaches the engine. release reports whether the connection stayed up.
 func (b *Broker) Hold(ctx context.Context, channel string) (release func() (intact bool), err error) {
-	if err := b.ready(); err != nil {
+	if err := b.usable(); err != nil {
 		return nil, err
 	}
 	rc := b.names.ch + channel
@@ -65,7 +99,7 @@ func (b *Broker) Hold(ctx context.Context, channel string) (release func() (inta
 // with time, so an offset from before a restart is older than everything in
 // the new stream, whose first entry has no predecessor: both tests fail.
 func (b *Broker) History(ctx context.Context, channel, since string) (pubs []engine.Publication, ok bool, err error) {
-	if err := b.ready(); err != nil {
+	if err := b.usable(); err != nil {
 		return nil, false, err
 	}
 	r := b.cfg.rule(channel)

@@ -29,7 +29,11 @@ type registry struct {
 	mu      sync.Mutex          // guards local, pending and resync.
 	local   map[string]struct{} // connections here
 	pending map[string]bool     // id → added (true) or removed (false) since the last flush; bounded by the connections seen in one flush period
-	resync  bool                // a write failed: rewrite every local entry at the next flush
+	resync  bool                // rewrite every local entry at the next flush: a write failed, or Redis came back
+
+	kick    chan struct{}                  // capacity 1: resync and heartbeat now
+	beatDue atomic.Bool                    // the last heartbeat failed: send one at the next flush
+	peers   atomic.Pointer[map[string]int] // other instances → their subscriber connections, as last listed while the cluster path was ready
 }
 
 func newRegistry(b *Broker) *registry {
@@ -40,7 +44,31 @@ func newRegistry(b *Broker) *registry {
 		host:    host,
 		local:   make(map[string]struct{}),
 		pending: make(map[string]bool),
+		kick:    make(chan struct{}, 1),
 	}
+}
+
+// resyncNow makes the registry loop rewrite every entry of this instance and
+// heartbeat at once: Redis came back, possibly empty (restarted without
+// persistence), and the cluster must relearn this instance's connections
+// without waiting for the next refresh.
+func (r *registry) resyncNow() {
+	r.mu.Lock()
+	r.resync = true
+	r.mu.Unlock()
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+}
+
+// knownPeers returns the other instances as last listed while the cluster
+// path was ready: after an outage the monitor waits for them.
+func (r *registry) knownPeers() map[string]int {
+	if p := r.peers.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 // ConnAdded records a connection of this instance in the cluster registry. It
@@ -78,7 +106,7 @@ func (b *Broker) ConnRemoved(id string) {
 // when no live instance has it (an instance that stopped heartbeating counts as
 // gone before its connection keys expire).
 func (b *Broker) Locate(ctx context.Context, id string) (string, error) {
-	if err := b.ready(); err != nil {
+	if err := b.usable(); err != nil {
 		return "", err
 	}
 	ctx, cancel := context.WithTimeout(ctx, b.cfg.SendTimeout)
@@ -103,31 +131,11 @@ func (b *Broker) Locate(ctx context.Context, id string) (string, error) {
 	return inst, nil
 }
 
-// SendTo routes a private message to connection to on instance, over that
-// instance's own channel. It returns engine.ErrConnNotFound when the instance
-// does not listen (it is gone).
-func (b *Broker) SendTo(ctx context.Context, instance, to, from string, data []byte) error {
-	if err := b.ready(); err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(ctx, b.cfg.SendTimeout)
-	defer cancel()
-	n, err := b.client.Publish(ctx, b.names.prefix+"inst:"+instance, encode(kindPrivate, b.id, data, to, from)).Result()
-	if err != nil {
-		b.m.unpublished(reasonError, 1)
-		return fmt.Errorf("redisbroker: sending to %q: %w", to, err)
-	}
-	b.m.published.Inc()
-	if n == 0 {
-		return engine.ErrConnNotFound
-	}
-	return nil
-}
-
 // Instance is one live instance of the cluster, as its heartbeat says.
 type Instance struct {
 	ID          string    `json:"id"`
 	Connections int64     `json:"connections"`
+	PubSubConns int       `json:"pubsub_conns,omitempty"` // its probe channels are probe:<id>:0..n-1
 	Host        string    `json:"host,omitempty"`
 	PID         int       `json:"pid,omitempty"`
 	Started     time.Time `json:"started"`
@@ -137,7 +145,7 @@ type Instance struct {
 // Instances lists the live instances (their heartbeat key has not expired),
 // sorted by id.
 func (b *Broker) Instances(ctx context.Context) ([]Instance, error) {
-	if err := b.ready(); err != nil {
+	if err := b.usable(); err != nil {
 		return nil, err
 	}
 	minScore := time.Now().Add(-b.cfg.InstanceTTL).UnixMilli()
@@ -187,10 +195,10 @@ func (b *Broker) Cluster(ctx context.Context) (any, error) {
 }
 
 // run is the registry loop: flushes added/removed connections every
-// RegistryFlush, rewrites every local entry every ConnRefresh (SET with TTL, so
-// entries come back after a Redis restart too), and heartbeats every
-// HeartbeatInterval. Runs in its own goroutine until Close, when it removes
-// this instance's entries.
+// RegistryFlush, rewrites every local entry every ConnRefresh and at once
+// when Redis comes back (resyncNow; SET with TTL, in pipelined batches), and
+// heartbeats every HeartbeatInterval and at once when Redis comes back. Runs
+// in its own goroutine until Close, when it removes this instance's entries.
 func (r *registry) run() {
 	b := r.b
 	defer b.wg.Done()
@@ -205,6 +213,12 @@ func (r *registry) run() {
 		select {
 		case <-flush.C:
 			r.flush(false)
+			if r.beatDue.Load() {
+				r.heartbeat()
+			}
+		case <-r.kick:
+			r.flush(true)
+			r.heartbeat()
 		case <-refresh.C:
 			r.flush(true)
 		case <-beat.C:
@@ -251,11 +265,16 @@ func (r *registry) flush(all bool) {
 			}
 		}
 	}
+	resync := r.resync
 	r.resync = false
 	r.mu.Unlock()
 	if !b.up.Load() {
 		r.failed(nil)
 		return
+	}
+	if resync {
+		b.m.registryResyncs.Inc()
+		b.m.registryResyncKeys.Add(len(sets))
 	}
 	ctx := context.Background()
 	ttl := b.cfg.ConnTTL
@@ -275,21 +294,24 @@ func (r *registry) flush(all bool) {
 			pipe.Del(ctx, keys...)
 			dels = dels[k:]
 		}
+		began := time.Now()
 		if _, err := pipe.Exec(ctx); err != nil {
-			r.failed(err)
+			r.failed(err, began)
 			return
 		}
 	}
 }
 
-func (r *registry) failed(err error) {
+// failed notes a write that did not happen (err nil: Redis was known down):
+// the next flush rewrites everything.
+func (r *registry) failed(err error, began ...time.Time) {
 	r.mu.Lock()
 	r.resync = true
 	r.mu.Unlock()
 	if err != nil {
 		r.b.m.registryErrors.Inc()
 		if isNetworkError(err) {
-			r.b.markDown(err)
+			r.b.markDown(err, began[0])
 		}
 	}
 }
@@ -302,11 +324,14 @@ func (r *registry) heartbeat() {
 		return
 	}
 	now := time.Now()
-	in := Instance{ID: b.id, Connections: r.count.Load(), Host: r.host, PID: os.Getpid(), Started: r.started, Heartbeat: now}
+	in := Instance{ID: b.id, Connections: r.count.Load(), PubSubConns: b.cfg.PubSubConns, Host: r.host, PID: os.Getpid(),
+		Started: r.started, Heartbeat: now}
 	js, _ := json.Marshal(in)
 	ctx, cancel := context.WithTimeout(context.Background(), defaultCommandTimeout)
 	defer cancel()
+	var tm *redis.TimeCmd
 	_, err := b.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		tm = p.Time(ctx)
 		p.Set(ctx, b.names.instance+b.id, js, b.cfg.InstanceTTL)
 		p.ZAdd(ctx, b.names.instances, redis.Z{Score: float64(now.UnixMilli()), Member: b.id})
 		// Forget instances dead for long; live ones are filtered by score anyway.
@@ -314,7 +339,25 @@ func (r *registry) heartbeat() {
 		return nil
 	})
 	if err != nil {
-		r.failed(err)
+		r.beatDue.Store(true)
+		b.m.heartbeatsErr.Inc()
+		if isNetworkError(err) {
+			b.markDown(err, now)
+		}
+		return
+	}
+	r.beatDue.Store(false)
+	b.measureSkew(now, time.Now(), tm.Val())
+	if b.ready.Load() { // never from a Redis just restarted, empty: the peers are those known before
+		if ins, err := b.Instances(ctx); err == nil {
+			peers := make(map[string]int, len(ins))
+			for _, in := range ins {
+				if in.ID != b.id {
+					peers[in.ID] = max(in.PubSubConns, 1)
+				}
+			}
+			r.peers.Store(&peers)
+		}
 	}
 }
 

@@ -5,13 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/shardhub/shardhub/engine"
 )
 
 func rand01() float64 { return rand.Float64() }
@@ -21,6 +22,13 @@ func rand01() float64 { return rand.Float64() }
 // subscribes everything wanted, applies changes as they come, and on any
 // failure closes it and starts over with backoff, so every subscription is
 // restored after an outage.
+//
+// What the connection delivers is read by a reader goroutine (one per
+// connection) that never calls the engine: it decodes, checks the sequence
+// (seq.go) and hands the message to the connection's worker through handoff,
+// a bounded queue. So a slow engine (a recovery holding a history gate) never
+// stalls the connection, and the probe, which the reader handles itself,
+// keeps measuring Redis, not the engine.
 type subConn struct {
 	b     *Broker
 	idx   int
@@ -30,13 +38,26 @@ type subConn struct {
 	want      map[string]*subscription // Redis channel → wanted subscription
 	gen       uint64                   // connection generation, bumped on each new connection
 	connected bool                     // the probe channel's subscription is confirmed on the current connection
+	probeDue  time.Time                // a probe was due then and nothing has arrived since; zero when none is outstanding
+	probeMark uint64                   // recv when the probe was due
 
-	wake chan struct{} // capacity 1: want changed; a full channel already has a wake-up pending
-	kick chan struct{} // capacity 1: the monitor found the connection wedged
+	wake  chan struct{} // capacity 1: want changed; a full channel already has a wake-up pending
+	kick  chan struct{} // capacity 1: the monitor found the connection dead
+	retry chan struct{} // capacity 1: Redis answers again: skip the rest of the backoff
 
-	probeSent atomic.Int64 // sequence number of the last probe published
-	probeAt   atomic.Int64 // unix nanoseconds it was published; 0 when none is outstanding
-	probeSeen atomic.Int64 // sequence number of the last probe received
+	recv atomic.Uint64 // everything read from the connection so far (messages, confirmations): its pulse
+	trk  *tracker      // the positions of the publishers on the wanted channels (seq.go)
+	// handoff carries what the reader read to the worker, in order. Bounded
+	// by Config.HandoffQueue: when full, the reader drops the message and
+	// counts it lost (its sequence was recorded, so it is counted once).
+	handoff chan delivery
+	warned  atomic.Bool // this connection's failure was logged in the current outage
+}
+
+// delivery is a message read from Redis for the worker.
+type delivery struct {
+	rc string
+	e  envelope
 }
 
 // subscription is the wanted state of one Redis channel.
@@ -50,12 +71,15 @@ type subscription struct {
 
 func newSubConn(b *Broker, idx int) *subConn {
 	return &subConn{
-		b:     b,
-		idx:   idx,
-		probe: b.names.prefix + "probe:" + b.id + ":" + strconv.Itoa(idx),
-		want:  make(map[string]*subscription),
-		wake:  make(chan struct{}, 1),
-		kick:  make(chan struct{}, 1),
+		b:       b,
+		idx:     idx,
+		probe:   b.names.probeChannel(b.id, idx),
+		want:    make(map[string]*subscription),
+		wake:    make(chan struct{}, 1),
+		kick:    make(chan struct{}, 1),
+		retry:   make(chan struct{}, 1),
+		trk:     newTracker(),
+		handoff: make(chan delivery, b.cfg.HandoffQueue),
 	}
 }
 
@@ -73,6 +97,7 @@ func (s *subConn) add(rc string, byEngine bool) *subscription {
 	if sub == nil {
 		sub = &subscription{ready: make(chan struct{})}
 		s.want[rc] = sub
+		s.trk.want(rc)
 		s.signal(s.wake)
 	}
 	if byEngine {
@@ -95,6 +120,7 @@ func (s *subConn) remove(rc string, byEngine bool) {
 		}
 		if !sub.engine && sub.holds <= 0 {
 			delete(s.want, rc)
+			s.trk.drop(rc)
 			s.signal(s.wake)
 		}
 	}
@@ -116,12 +142,11 @@ func (s *subConn) count() int {
 // run is the controller. Runs in its own goroutine until Close.
 func (s *subConn) run() {
 	defer s.b.wg.Done()
-	log := s.b.log.With("pubsub_conn", s.idx)
 	for attempt, everConnected := 0, false; ; attempt++ {
 		if s.b.closed() {
 			return
 		}
-		ok, err := s.session(attempt > 0 || everConnected)
+		ok, err := s.session(everConnected)
 		if ok {
 			everConnected = true
 			attempt = 0
@@ -130,8 +155,14 @@ func (s *subConn) run() {
 			return
 		}
 		d := s.b.backoff(attempt)
-		log.Warn("redisbroker: subscriber connection lost; reconnecting", "err", err, "retry_in", d.Round(time.Millisecond))
-		if !s.b.sleep(d) {
+		if s.warned.CompareAndSwap(false, true) {
+			s.b.log.Warn("redisbroker: subscriber connection lost; reconnecting", "pubsub_conn", s.idx, "err", err,
+				"retry_in", d.Round(time.Millisecond))
+		} else {
+			s.b.log.Debug("redisbroker: subscriber connection lost; reconnecting", "pubsub_conn", s.idx, "err", err,
+				"retry_in", d.Round(time.Millisecond))
+		}
+		if !s.b.sleep(d, s.retry) {
 			return
 		}
 	}
@@ -144,11 +175,15 @@ func (s *subConn) session(reconnect bool) (ok bool, err error) {
 	ps := b.client.Subscribe(context.Background())
 	defer ps.Close()
 
+	// The probe channel goes last: Redis handles a connection's commands in
+	// order, so once it is confirmed (the connection is live) every channel
+	// wanted at the start is subscribed, and other instances that see it
+	// subscribed (PUBSUB NUMSUB, monitor.go) know this instance is.
 	s.mu.Lock()
 	s.gen++
 	gen := s.gen
+	s.probeDue = time.Time{}
 	chans := make([]string, 0, len(s.want)+1)
-	chans = append(chans, s.probe)
 	for rc, sub := range s.want {
 		chans = append(chans, rc)
 		if sub.confirmed {
@@ -156,6 +191,7 @@ func (s *subConn) session(reconnect bool) (ok bool, err error) {
 			sub.ready = make(chan struct{})
 		}
 	}
+	chans = append(chans, s.probe)
 	s.mu.Unlock()
 	sent := make(map[string]bool, len(chans))
 	for _, rc := range chans {
@@ -167,15 +203,16 @@ func (s *subConn) session(reconnect bool) (ok bool, err error) {
 	defer func() {
 		s.mu.Lock()
 		s.connected = false
+		s.probeDue = time.Time{}
 		s.mu.Unlock()
-		b.markSubDown()
+		b.noteFailure(time.Now())
 		_ = ps.Close()
 		if !readerDone {
 			<-lost
 		}
 	}()
 	if err := subscribeChunks(ps, "subscribe", chans); err != nil {
-		b.markDown(err)
+		b.markDown(err, time.Now())
 		// The reader is not running yet.
 		readerDone = true
 		return false, err
@@ -208,12 +245,11 @@ func (s *subConn) session(reconnect bool) (ok bool, err error) {
 		case err := <-lost:
 			readerDone = true
 			if isNetworkError(err) {
-				b.markDown(err) // Publish fails fast until Redis answers a PING again
+				b.markDown(err, time.Now()) // the monitor PINGs until Redis answers
 			}
 			return s.live(), err
 		case <-s.kick:
-			b.m.probeFailures.Inc()
-			return s.live(), errors.New("liveness probe did not come back in time: connection wedged")
+			return s.live(), errors.New("nothing delivered within the probe timeout: connection dead")
 		case <-b.quit:
 			return true, nil
 		}
@@ -266,8 +302,8 @@ func subscribeChunks(ps *redis.PubSub, cmd string, chans []string) error {
 	return nil
 }
 
-// read hands what the connection receives to the broker. Runs in its own
-// goroutine for one connection; sends its exit error on lost.
+// read takes what the connection delivers. Runs in its own goroutine for one
+// connection; sends its exit error on lost. It never calls the engine.
 func (s *subConn) read(ps *redis.PubSub, gen uint64, lost chan<- error, reconnect bool) {
 	for {
 		msg, err := ps.Receive(context.Background())
@@ -275,17 +311,16 @@ func (s *subConn) read(ps *redis.PubSub, gen uint64, lost chan<- error, reconnec
 			lost <- err
 			return
 		}
+		s.recv.Add(1)
 		switch m := msg.(type) {
 		case *redis.Subscription:
 			if m.Kind == "subscribe" {
 				s.confirm(m.Channel, gen, reconnect)
 			}
 		case *redis.Message:
-			if m.Channel == s.probe {
-				s.probeReceived(m.Payload)
-				continue
+			if m.Channel != s.probe { // a probe's arrival is all it says
+				s.receive(m.Channel, m.Payload)
 			}
-			s.b.dispatch(m.Channel, m.Payload)
 		}
 	}
 }
@@ -306,23 +341,91 @@ func (s *subConn) confirm(rc string, gen uint64, reconnect bool) {
 		close(sub.ready)
 	}
 	s.mu.Unlock()
-	if becameLive {
-		s.probeAt.Store(0)
-		if reconnect {
-			s.b.m.reconnects.Inc()
-			s.b.log.Info("redisbroker: subscriber connection restored, subscriptions resent", "pubsub_conn", s.idx, "channels", s.count())
+	if !becameLive {
+		return
+	}
+	b := s.b
+	if reconnect {
+		b.m.reconnects.Inc()
+		b.log.Info("redisbroker: subscriber connection restored, subscriptions confirmed", "pubsub_conn", s.idx, "channels", s.count())
+		// It may have missed the tail of some streams: ask every instance
+		// to announce where its streams are (seq.go). And the registry may
+		// have been lost with Redis: rewrite it.
+		b.syncWant.Store(true)
+		b.reg.resyncNow()
+	}
+	s.warned.Store(false)
+	b.pokeMonitor()
+}
+
+// receive handles one pub/sub message on the reader goroutine: decode, check
+// the sequence, hand it to the worker.
+func (s *subConn) receive(rc, payload string) {
+	b := s.b
+	e, err := decode(payload)
+	if err != nil {
+		b.m.badMessages.Inc()
+		return
+	}
+	switch e.kind {
+	case kindSync:
+		if rc == b.names.sync {
+			b.requestAnnouncements()
 		}
+		return
+	case kindProbe: // a History marker of this instance
+		if e.origin != b.id || !strings.HasPrefix(rc, b.names.ch) {
+			return
+		}
+	case kindPrivate:
+		if rc != b.names.inst {
+			b.m.badMessages.Inc()
+			return
+		}
+	default: // sequenced
+		if (e.kind == kindBroadcast) != (rc == b.names.broadcast) || (rc != b.names.broadcast && !strings.HasPrefix(rc, b.names.ch)) {
+			b.m.badMessages.Inc()
+			return
+		}
+		// Our own publications were delivered locally already, except on
+		// history channels: they come back with the offset only Redis knew,
+		// and are tracked like anyone's.
+		if e.origin == b.id && (e.kind == kindBroadcast || b.cfg.rule(rc[len(b.names.ch):]) == nil) {
+			return
+		}
+		v, lost := s.trk.observe(rc, &e, b.coarseNow())
+		if lost > 0 {
+			b.m.dropped[engine.DropBrokerLost].Add(int(lost))
+			b.logLimited("lost", "redisbroker: messages of another instance missed (counted, reason broker_lost)",
+				"channel", rc, "origin", e.origin, "missed", lost)
+		}
+		switch {
+		case v == duplicate:
+			b.m.duplicates.Inc()
+			return
+		case v == unwanted || e.kind == kindAnnounce || e.kind == kindVoid:
+			return
+		}
+	}
+	select {
+	case s.handoff <- delivery{rc: rc, e: e}:
+	default:
+		b.m.handoffOverflow.Inc()
+		if sequenced(e.kind) {
+			b.m.dropped[engine.DropBrokerLost].Inc()
+		}
+		b.logLimited("handoff", "redisbroker: hand-off queue full, engine not keeping up; message dropped (counted, reason broker_lost)",
+			"pubsub_conn", s.idx, "capacity", cap(s.handoff))
 	}
 }
 
-// probeReceived records a probe that came back.
-func (s *subConn) probeReceived(payload string) {
-	e, err := decode(payload)
-	if err != nil || e.kind != kindProbe {
-		return
-	}
-	if n, err := strconv.ParseInt(string(e.data), 10, 64); err == nil {
-		s.probeSeen.Store(n)
+// work hands what the reader read to the engine, in order. Runs in its own
+// goroutine from Start until the hand-off queue is closed (Close, once the
+// readers have stopped).
+func (s *subConn) work() {
+	defer s.b.workers.Done()
+	for d := range s.handoff {
+		s.b.dispatch(d)
 	}
 }
 
@@ -362,38 +465,24 @@ func (s *subConn) intact(gen uint64) bool {
 	return s.connected && s.gen == gen
 }
 
-// dispatch hands one pub/sub message to the engine. Called on reader
-// goroutines; no broker lock is held.
-func (b *Broker) dispatch(rc, payload string) {
-	e, err := decode(payload)
-	if err != nil {
-		b.m.badMessages.Inc()
-		b.log.Debug("redisbroker: ignoring malformed message", "channel", rc, "err", err)
-		return
-	}
-	b.m.received.Inc()
-	switch {
-	case e.kind == kindPublication && strings.HasPrefix(rc, b.names.ch):
-		// Our own publications were delivered locally already, except on
-		// history channels: they come back with the offset only Redis knew.
-		if e.origin == b.id && e.offset == "" {
-			return
+// dispatch hands one message to the engine. Called on worker goroutines; no
+// broker lock is held.
+func (b *Broker) dispatch(d delivery) {
+	e := &d.e
+	switch e.kind {
+	case kindPublication:
+		b.h.HandlePublication(d.rc[len(b.names.ch):], e.offset, []byte(e.data))
+		b.m.received.Inc()
+	case kindBroadcast:
+		b.h.HandleBroadcast([]byte(e.data))
+		b.m.received.Inc()
+	case kindProbe: // a History marker: everything published before it has been handled
+		if ch, ok := b.markers.LoadAndDelete(e.data); ok {
+			close(ch.(chan struct{}))
 		}
-		b.h.HandlePublication(rc[len(b.names.ch):], e.offset, e.data)
-	case e.kind == kindBroadcast && rc == b.names.broadcast:
-		if e.origin == b.id {
-			return
-		}
-		b.h.HandleBroadcast(e.data)
-	case e.kind == kindProbe && strings.HasPrefix(rc, b.names.ch):
-		// A History marker: everything published before it has been handled.
-		if e.origin == b.id {
-			if ch, ok := b.markers.LoadAndDelete(string(e.data)); ok {
-				close(ch.(chan struct{}))
-			}
-		}
-	case e.kind == kindPrivate && rc == b.names.inst:
-		if err := b.h.HandlePrivate(e.to, e.by, e.data); err != nil {
+	case kindPrivate:
+		b.m.privateReceived.Inc()
+		if err := b.h.HandlePrivate(e.to, e.by, []byte(e.data)); err != nil {
 			b.log.Debug("redisbroker: routed private message not delivered", "to", e.to, "err", err)
 		}
 	}

@@ -1,20 +1,23 @@
 // Package redistest starts throwaway redis-server processes for tests: on a
 // free loopback port, without persistence, stopped when the test ends. It never
-// touches a Redis already running on the machine.
+// touches a Redis already running on the machine. Besides starting and
+// stopping, it injects the faults a broker must survive: a crash (SIGKILL), a
+// restart (empty), a freeze (SIGSTOP/SIGCONT), CLIENT PAUSE and DEBUG SLEEP.
 package redistest
 
 import (
-	"bufio"
+	"context"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
 	"strconv"
-	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // RequireEnv is the environment variable that turns a missing redis-server
@@ -23,13 +26,15 @@ const RequireEnv = "SHARDHUB_REQUIRE_REDIS"
 
 // Server is one redis-server process.
 type Server struct {
-	tb   testing.TB
-	bin  string
-	dir  string
-	port int
+	tb     testing.TB
+	bin    string
+	dir    string
+	port   int
+	client *redis.Client // for inspection and admin commands; survives restarts
 
-	mu  sync.Mutex // guards cmd.
-	cmd *exec.Cmd  // nil while stopped
+	mu      sync.Mutex // guards cmd and started.
+	cmd     *exec.Cmd  // nil while stopped
+	started int        // how many times the process was started
 }
 
 // Start runs a redis-server from PATH on a free loopback port, with no RDB
@@ -47,7 +52,14 @@ func Start(tb testing.TB) *Server {
 		tb.Skip(msg)
 	}
 	s := &Server{tb: tb, bin: bin, dir: tb.TempDir(), port: freePort(tb)}
-	tb.Cleanup(s.Stop)
+	s.client = redis.NewClient(&redis.Options{
+		Addr: s.Addr(), MaxRetries: -1, DialTimeout: time.Second,
+		ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second, PoolSize: 4,
+	})
+	tb.Cleanup(func() {
+		s.Stop()
+		_ = s.client.Close()
+	})
 	s.start()
 	return s
 }
@@ -58,6 +70,10 @@ func (s *Server) Addr() string { return "127.0.0.1:" + strconv.Itoa(s.port) }
 // URL returns the redis:// URL of database 0.
 func (s *Server) URL() string { return "redis://" + s.Addr() + "/0" }
 
+// Client returns a go-redis client of the server, for tests that inspect it.
+// It is closed when the test ends and works across restarts.
+func (s *Server) Client() *redis.Client { return s.client }
+
 func (s *Server) start() {
 	s.tb.Helper()
 	cmd := exec.Command(s.bin,
@@ -67,19 +83,19 @@ func (s *Server) start() {
 		"--appendonly", "no",
 		"--dir", s.dir,
 		"--protected-mode", "no",
+		"--enable-debug-command", "local", // DEBUG SLEEP, from loopback only
 		"--loglevel", "warning",
 	)
-	cmd.Stdout = nil
-	cmd.Stderr = nil
 	if err := cmd.Start(); err != nil {
 		s.tb.Fatalf("redistest: starting redis-server: %v", err)
 	}
 	s.mu.Lock()
 	s.cmd = cmd
+	s.started++
 	s.mu.Unlock()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if ping(s.Addr()) == nil {
+		if s.ping() == nil {
 			return
 		}
 		if time.Now().After(deadline) {
@@ -90,8 +106,23 @@ func (s *Server) start() {
 	}
 }
 
+func (s *Server) ping() error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	return s.client.Ping(ctx).Err()
+}
+
+func (s *Server) process() *os.Process {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		s.tb.Fatal("redistest: the server is not running")
+	}
+	return s.cmd.Process
+}
+
 // Stop kills the server (SIGKILL: an outage, not a clean shutdown) and waits
-// for it. It is idempotent.
+// for it. It is idempotent; a frozen server is killed too.
 func (s *Server) Stop() {
 	s.mu.Lock()
 	cmd := s.cmd
@@ -105,89 +136,66 @@ func (s *Server) Stop() {
 }
 
 // Restart starts the server again on the same port, empty (no persistence).
+// A running server is killed first.
 func (s *Server) Restart() {
 	s.tb.Helper()
 	s.Stop()
 	s.start()
 }
 
-// Do runs one command with the inline protocol and returns the reply lines,
-// for tests that inspect Redis without a client library.
-func (s *Server) Do(args ...string) ([]string, error) {
-	c, err := net.DialTimeout("tcp", s.Addr(), 2*time.Second)
-	if err != nil {
-		return nil, err
+// Freeze stops the process (SIGSTOP): connections stay open, the kernel
+// still accepts new ones, nothing is answered. Thaw resumes it.
+func (s *Server) Freeze() {
+	s.tb.Helper()
+	if err := s.process().Signal(syscall.SIGSTOP); err != nil {
+		s.tb.Fatalf("redistest: SIGSTOP: %v", err)
 	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-	var b strings.Builder
-	fmt.Fprintf(&b, "*%d\r\n", len(args))
-	for _, a := range args {
-		fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
-	}
-	if _, err := c.Write([]byte(b.String())); err != nil {
-		return nil, err
-	}
-	return readReply(bufio.NewReader(c))
 }
 
-func readReply(r *bufio.Reader) ([]string, error) {
-	line, err := r.ReadString('\n')
-	if err != nil {
-		return nil, err
+// Thaw resumes a frozen server (SIGCONT).
+func (s *Server) Thaw() {
+	s.tb.Helper()
+	if err := s.process().Signal(syscall.SIGCONT); err != nil {
+		s.tb.Fatalf("redistest: SIGCONT: %v", err)
 	}
-	line = strings.TrimRight(line, "\r\n")
-	if line == "" {
-		return nil, fmt.Errorf("redistest: empty reply")
-	}
-	switch line[0] {
-	case '+', ':':
-		return []string{line[1:]}, nil
-	case '-':
-		return nil, fmt.Errorf("redistest: %s", line[1:])
-	case '$':
-		n, _ := strconv.Atoi(line[1:])
-		if n < 0 {
-			return nil, nil
-		}
-		buf := make([]byte, n+2)
-		if _, err := io.ReadFull(r, buf); err != nil {
-			return nil, err
-		}
-		return []string{string(buf[:n])}, nil
-	case '*':
-		n, _ := strconv.Atoi(line[1:])
-		var out []string
-		for i := 0; i < n; i++ {
-			sub, err := readReply(r)
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, sub...)
-		}
-		return out, nil
-	}
-	return nil, fmt.Errorf("redistest: unexpected reply %q", line)
 }
 
-func ping(addr string) error {
-	c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
-	if err != nil {
-		return err
+// ClientPause runs CLIENT PAUSE for d: Redis holds every client's commands
+// (PUBLISH included) until it ends.
+func (s *Server) ClientPause(d time.Duration) {
+	s.tb.Helper()
+	if err := s.Do("CLIENT", "PAUSE", d.Milliseconds()); err != nil {
+		s.tb.Fatalf("redistest: CLIENT PAUSE: %v", err)
 	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(time.Second))
-	if _, err := c.Write([]byte("PING\r\n")); err != nil {
-		return err
-	}
-	line, err := bufio.NewReader(c).ReadString('\n')
-	if err != nil {
-		return err
-	}
-	if !strings.HasPrefix(line, "+PONG") {
-		return fmt.Errorf("redistest: PING answered %q", line)
-	}
-	return nil
+}
+
+// DebugSleep runs DEBUG SLEEP for d on its own connection and returns at
+// once: Redis is busy (answers nothing) until it ends. The returned channel
+// closes when the command has returned.
+func (s *Server) DebugSleep(d time.Duration) <-chan struct{} {
+	s.tb.Helper()
+	c := redis.NewClient(&redis.Options{Addr: s.Addr(), MaxRetries: -1, ReadTimeout: d + 10*time.Second})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer c.Close()
+		_ = c.Do(context.Background(), "DEBUG", "SLEEP", fmt.Sprintf("%.3f", d.Seconds())).Err()
+	}()
+	return done
+}
+
+// Do runs one command and returns its error (its result, with Client).
+func (s *Server) Do(args ...any) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return s.client.Do(ctx, args...).Err()
+}
+
+// Keys returns how many keys the server holds (DBSIZE).
+func (s *Server) Keys() (int64, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return s.client.DBSize(ctx).Result()
 }
 
 // freePort asks the kernel for a free loopback port. Another process could take
