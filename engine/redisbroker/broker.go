@@ -45,6 +45,7 @@ type Broker struct {
 	upSince   atomic.Int64  // unix ns of the last recovery: no failure is dated before it
 	syncWant  atomic.Bool   // a subscriber connection came back: ask the cluster to announce (seq.go)
 	poke      chan struct{} // capacity 1: the monitor should look now
+	probeReq  chan struct{} // capacity 1: the prober should probe now
 	clock     atomic.Int64  // the monitor's coarse clock, unix seconds (seq.go expiry)
 	skew      atomic.Int64  // Redis' clock minus ours, ms (private.go)
 	skewKnown atomic.Bool   // skew was measured
@@ -106,12 +107,13 @@ func New(cfg Config) (*Broker, error) {
 		return nil, fmt.Errorf("%w: URL: %v", ErrInvalidConfig, err)
 	}
 	b := &Broker{
-		cfg:     cfg,
-		client:  redis.NewClient(opt),
-		log:     cfg.Logger,
-		quit:    make(chan struct{}),
-		poke:    make(chan struct{}, 1),
-		logLast: make(map[string]time.Time),
+		cfg:      cfg,
+		client:   redis.NewClient(opt),
+		log:      cfg.Logger,
+		quit:     make(chan struct{}),
+		poke:     make(chan struct{}, 1),
+		probeReq: make(chan struct{}, 1),
+		logLast:  make(map[string]time.Time),
 	}
 	return b, nil
 }

@@ -428,6 +428,11 @@ func TestRecoveryImpossible(t *testing.T) {
 		if err := n.e.Publish("prices.usd", []byte(`{"n":21}`)); err != nil {
 			t.Fatal(err)
 		}
+		// It comes back through Redis: wait for it, so it cannot race the
+		// next subscription's reply.
+		if got := dataInt(t, c.next("message")); got != 21 {
+			t.Fatalf("got %d, want 21", got)
+		}
 		k := dial(t, n)
 		k.send(map[string]any{"type": "subscribe", "channel": "prices.usd", "since": offsets[19]})
 		if rep := k.next("subscribed"); rep.Recovered == nil || *rep.Recovered {

@@ -44,11 +44,19 @@ type node struct {
 
 func newNode(tb testing.TB, id string, cfg Config) *node {
 	tb.Helper()
+	return newNodeWith(tb, id, cfg, engine.Config{})
+}
+
+// newNodeWith is newNode with engine settings (Broker, InstanceID, Shards and
+// InboundRate are set here).
+func newNodeWith(tb testing.TB, id string, cfg Config, ecfg engine.Config) *node {
+	tb.Helper()
 	b, err := New(cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	e, err := engine.New(engine.Config{Broker: b, InstanceID: id, Shards: 4, InboundRate: -1, AllowClientSend: true})
+	ecfg.Broker, ecfg.InstanceID, ecfg.Shards, ecfg.InboundRate, ecfg.AllowClientSend = b, id, 4, -1, true
+	e, err := engine.New(ecfg)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -16,48 +16,82 @@ import (
 // and a reader that sees a publication live can rely on it being in the
 // stream. Each entry also records its predecessor's id (field p), so History
 // can tell "the client saw the entry just trimmed" (recoverable) from "entries
-// after the client's offset were trimmed" (not).
+// after the client's offset were trimmed" (not), and its publisher's sequence
+// tag (field s: origin|epoch:stream|seq).
 //
 // The writer may send a publication twice (after a timeout: Redis may have
-// run it), so the script keeps, per channel and origin, the last sequence
-// number it stored (hash ws:hseq:<channel>, same TTL as the stream) and
-// ignores a number it has seen: the history holds each publication once. If
-// storing fails for good (out of memory, a key of the wrong type), it
-// publishes a void in the publication's place, so receivers see no hole in the
-// sequence (seq.go), and returns an error starting with voidErrPrefix: the
-// writer counts the publication dropped.
+// run it, perhaps while the subscribers were reconnecting), so the script
+// keeps, per channel and origin, the last sequence number it stored (hash
+// ws:hseq:<channel>, same TTL as the stream). A number it has seen is not
+// stored again: it finds the entry by its tag (scanning back from the newest,
+// at most dupScan entries) and publishes it again with its offset, for the
+// subscribers that missed it; those that have it drop the copy (seq.go). An
+// entry trimmed or past the scan is published without offset. If storing
+// fails for good (out of memory, a key of the wrong type), the script
+// publishes a void in the publication's place, so receivers see no hole in
+// the sequence, and returns an error starting with voidErrPrefix: the writer
+// counts the publication dropped.
 //
 // KEYS: stream, dedup hash. ARGV: pub/sub channel, MAXLEN, TTL in ms, envelope
 // head (up to the offset field), data, origin, "epoch:stream", seq, void
 // envelope.
 var publishScript = redis.NewScript(`
+local tag = ARGV[6] .. '|' .. ARGV[7] .. '|' .. ARGV[8]
+local function find()
+  local from, seen = '+', 0
+  while seen < ` + dupScanLua + ` do
+    local es = redis.call('XREVRANGE', KEYS[1], from, '-', 'COUNT', 128)
+    if #es == 0 then return nil end
+    for _, e in ipairs(es) do
+      if e[1] ~= from then
+        local f = e[2]
+        for i = 1, #f, 2 do
+          if f[i] == 's' and f[i + 1] == tag then return e[1] end
+        end
+        seen = seen + 1
+      end
+    end
+    if #es < 128 then return nil end
+    from = es[#es][1]
+  end
+  return nil
+end
 local function store()
   local last = redis.call('HGET', KEYS[2], ARGV[6])
   if last then
     local inc, n = string.match(last, '^(.*):(%d+)$')
-    if inc == ARGV[7] and tonumber(n) >= tonumber(ARGV[8]) then return false end
+    if inc == ARGV[7] and tonumber(n) >= tonumber(ARGV[8]) then return false, find() end
   end
   local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
   local prev = ''
   if top[1] then prev = top[1][1] end
-  local id = redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[2], '*', 'd', ARGV[5], 'p', prev)
+  local id = redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[2], '*', 'd', ARGV[5], 'p', prev, 's', tag)
   redis.call('HSET', KEYS[2], ARGV[6], ARGV[7] .. ':' .. ARGV[8])
   local ttl = tonumber(ARGV[3])
   if ttl > 0 then
     redis.call('PEXPIRE', KEYS[1], ttl)
     redis.call('PEXPIRE', KEYS[2], ttl)
   end
-  return id
+  return true, id
 end
-local ok, id = pcall(store)
+local ok, stored, id = pcall(store)
 if not ok then
   redis.call('PUBLISH', ARGV[1], ARGV[9])
-  return redis.error_reply('` + voidErrPrefix + ` ' .. tostring(id and (id.err or id) or 'error'))
+  return redis.error_reply('` + voidErrPrefix + ` ' .. tostring(stored and (stored.err or stored) or 'error'))
 end
-if not id then return 0 end
+id = id or ''
 redis.call('PUBLISH', ARGV[1], ARGV[4] .. string.len(id) .. ':' .. id .. ARGV[5])
-return id
+if stored then return id end
+return 0
 `)
+
+// dupScan bounds how far back the script looks for the entry of a
+// publication sent twice. It only runs after an ambiguous failure, for the
+// few publications that were in flight.
+const (
+	dupScan    = 4096
+	dupScanLua = "4096"
+)
 
 // voidErrPrefix starts the error of a history publication the script could
 // not store (it published a void instead).

@@ -51,16 +51,16 @@ func (b *Broker) monitor() {
 	o := outage{}
 	lastExpire := time.Now()
 	for {
-		var now time.Time
 		select {
 		case <-b.quit:
 			return
-		case now = <-t.C:
+		case <-t.C:
 		case <-b.poke:
-			now = time.Now()
 		}
+		now := time.Now() // not the tick's time: the last round may have waited for Redis
 		b.clock.Store(now.Unix())
 		b.evaluate(now, &o)
+		now = time.Now()
 		if b.cfg.ProbeInterval > 0 {
 			b.checkProbes(now)
 		}
@@ -117,18 +117,27 @@ func (b *Broker) evaluate(now time.Time, o *outage) {
 		return
 	}
 	if !b.up.Load() {
+		o.holding = 0
 		if !b.ping() {
 			return
 		}
 		b.up.Store(true)
 		// Skip the reconnection backoff, rewrite the registry, heartbeat.
+		// A connection that lived through the outage had nothing to deliver
+		// while Redis was silent: probe it afresh rather than judge it by a
+		// probe that was due then.
 		for _, s := range b.subs {
 			s.signal(s.retry)
+			s.mu.Lock()
+			s.probeDue = time.Time{}
+			s.mu.Unlock()
 		}
 		b.reg.resyncNow()
+		b.probeNow()
 	}
 	for _, s := range b.subs {
 		if !s.live() {
+			o.holding = 0
 			return
 		}
 	}
@@ -145,13 +154,14 @@ func (b *Broker) evaluate(now time.Time, o *outage) {
 			b.log.Warn("redisbroker: flushing the backlog without every known instance subscribed again", "waited", b.cfg.PeerWait)
 		}
 	}
-	b.recovered(now, o)
+	b.recovered(time.Now(), o) // the checks above may have waited for Redis
 }
 
 // recovered makes the cluster path ready and ends the outage.
 func (b *Broker) recovered(now time.Time, o *outage) {
 	b.upSince.Store(now.UnixNano())
 	b.ready.Store(true)
+
 	since := b.downSince.Swap(0)
 	if since != 0 && (o.since == 0 || since < o.since) {
 		o.since = since
@@ -249,10 +259,19 @@ func (b *Broker) prober() {
 		select {
 		case <-b.quit:
 			return
-		case now := <-t.C:
-			n++
-			b.sendProbes(now, n)
+		case <-t.C:
+		case <-b.probeReq:
 		}
+		n++
+		b.sendProbes(time.Now(), n)
+	}
+}
+
+// probeNow makes the prober probe every live connection now.
+func (b *Broker) probeNow() {
+	select {
+	case b.probeReq <- struct{}{}:
+	default:
 	}
 }
 

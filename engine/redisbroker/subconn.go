@@ -394,6 +394,7 @@ func (s *subConn) receive(rc, payload string) {
 			return
 		}
 		v, lost := s.trk.observe(rc, &e, b.coarseNow())
+
 		if lost > 0 {
 			b.m.dropped[engine.DropBrokerLost].Add(int(lost))
 			b.logLimited("lost", "redisbroker: messages of another instance missed (counted, reason broker_lost)",
