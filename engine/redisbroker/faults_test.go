@@ -706,3 +706,42 @@ func TestFaultHistoryFrozen(t *testing.T) {
 	resent := metricValue(t, nodes[0].e.Metrics(), "shardhub_redis_resent_total") + metricValue(t, nodes[1].e.Metrics(), "shardhub_redis_resent_total")
 	t.Logf("%d publications, %v sent again after timeouts, each stored and delivered once", total, resent)
 }
+
+// A private send that times out during a freeze is reported failed, and
+// Redis, when it wakes, does not deliver it after all.
+func TestPrivateSendNotDeliveredAfterItsDeadline(t *testing.T) {
+	t.Parallel()
+	r := redistest.Start(t)
+	var nodes []*node
+	for i := range 2 {
+		cfg := faultConfig(r.URL())
+		cfg.SendTimeout = 300 * time.Millisecond
+		// No probes: the recipient's subscription must live through the
+		// freeze, so that a late PUBLISH would reach it.
+		cfg.ProbeInterval = -1
+		nodes = append(nodes, newNode(t, fmt.Sprintf("node%d", i), cfg))
+	}
+	c := dial(t, nodes[1])
+	eventually(t, 5*time.Second, "healthy", func() bool { return nodes[0].b.Healthy() && nodes[1].b.Healthy() })
+	if err := nodes[0].b.SendTo(t.Context(), "node1", c.id, "", []byte(`{"n":1}`)); err != nil {
+		t.Fatal(err)
+	}
+	if n := dataInt(t, c.next("private")); n != 1 {
+		t.Fatal(n)
+	}
+	r.Freeze()
+	err := nodes[0].b.SendTo(t.Context(), "node1", c.id, "", []byte(`{"n":2}`))
+	time.Sleep(2 * faultTimeout) // past the send's deadline, in Redis' clock too
+	r.Thaw()
+	if err == nil {
+		t.Fatal("send during a freeze reported success")
+	}
+	eventually(t, 10*time.Second, "healthy again", func() bool { return nodes[0].b.Healthy() && nodes[1].b.Healthy() })
+	c.none(500 * time.Millisecond) // the failed send must not arrive late
+	if err := nodes[0].b.SendTo(t.Context(), "node1", c.id, "", []byte(`{"n":3}`)); err != nil {
+		t.Fatal(err)
+	}
+	if n := dataInt(t, c.next("private")); n != 3 {
+		t.Fatalf("got %d, want 3 (and never 2)", n)
+	}
+}

@@ -269,7 +269,7 @@ func (r *registry) flush(all bool) {
 	r.resync = false
 	r.mu.Unlock()
 	if !b.up.Load() {
-		r.failed(nil)
+		r.failed(nil, time.Time{})
 		return
 	}
 	if resync {
@@ -302,16 +302,16 @@ func (r *registry) flush(all bool) {
 	}
 }
 
-// failed notes a write that did not happen (err nil: Redis was known down):
-// the next flush rewrites everything.
-func (r *registry) failed(err error, began ...time.Time) {
+// failed notes a write, begun at began, that did not happen (err nil: Redis
+// was known down, nothing was sent): the next flush rewrites everything.
+func (r *registry) failed(err error, began time.Time) {
 	r.mu.Lock()
 	r.resync = true
 	r.mu.Unlock()
 	if err != nil {
 		r.b.m.registryErrors.Inc()
 		if isNetworkError(err) {
-			r.b.markDown(err, began[0])
+			r.b.markDown(err, began)
 		}
 	}
 }
