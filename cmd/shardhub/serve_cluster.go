@@ -24,6 +24,9 @@ type clusterFlags struct {
 	historySize      int
 	historyTTL       time.Duration
 	pubsubConns      int
+	backlogMessages  int
+	backlogBytes     int64
+	peerWait         time.Duration
 	reusePort        bool
 }
 
@@ -31,6 +34,11 @@ func (c *clusterFlags) define(fs *flag.FlagSet) {
 	fs.StringVar(&c.redisURL, "redis", "", "Redis URL (redis://host:port/db): instances sharing it behave as one cluster; empty = single node")
 	fs.StringVar(&c.prefix, "redis-prefix", redisbroker.DefaultPrefix, "prefix of every Redis key and channel (clusters sharing a Redis need different ones)")
 	fs.IntVar(&c.pubsubConns, "redis-pubsub-conns", redisbroker.DefaultPubSubConns, "Redis connections the channel subscriptions are multiplexed over")
+	fs.IntVar(&c.backlogMessages, "redis-backlog-messages", redisbroker.DefaultBacklogMessages,
+		"messages kept for the other instances while Redis does not answer, flushed in order when it does; past it they are dropped and counted (-1 = no backlog: fail at once)")
+	fs.Int64Var(&c.backlogBytes, "redis-backlog-bytes", redisbroker.DefaultBacklogBytes, "data bytes the backlog may hold")
+	fs.DurationVar(&c.peerWait, "redis-peer-wait", redisbroker.DefaultPeerWait,
+		"after an outage, how long the backlog waits for the other instances to be subscribed again (negative = no wait)")
 	fs.StringVar(&c.historyPrefixes, "history-prefix", "", "comma-separated channel prefixes that keep history for recovery (\"\" = none; needs --redis)")
 	fs.IntVar(&c.historySize, "history-size", redisbroker.DefaultHistorySize, "publications kept per history channel (stream MAXLEN)")
 	fs.DurationVar(&c.historyTTL, "history-ttl", redisbroker.DefaultHistoryTTL, "a history channel's stream expires this long after its last publication")
@@ -45,7 +53,8 @@ func (c *clusterFlags) broker(log *slog.Logger) (*redisbroker.Broker, error) {
 		}
 		return nil, nil
 	}
-	cfg := redisbroker.Config{URL: c.redisURL, Prefix: c.prefix, PubSubConns: c.pubsubConns, Logger: log}
+	cfg := redisbroker.Config{URL: c.redisURL, Prefix: c.prefix, PubSubConns: c.pubsubConns, Logger: log,
+		BacklogMessages: c.backlogMessages, BacklogBytes: c.backlogBytes, PeerWait: c.peerWait}
 	if c.historyPrefixes != "" {
 		for _, p := range strings.Split(c.historyPrefixes, ",") {
 			cfg.History = append(cfg.History, redisbroker.HistoryRule{Prefix: strings.TrimSpace(p), Size: c.historySize, TTL: c.historyTTL})
