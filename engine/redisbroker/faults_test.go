@@ -52,11 +52,12 @@ type seqMsg struct {
 // faultRig is the cluster, its subscribers and the record of what was
 // published.
 type faultRig struct {
-	t     *testing.T
-	r     *redistest.Server
-	nodes []*node
-	subs  []*client
-	dead  []atomic.Bool // instances killed by the test: no more publishing to them
+	t      *testing.T
+	r      *redistest.Server
+	prefix string
+	nodes  []*node
+	subs   []*client
+	dead   []atomic.Bool // instances killed by the test: no more publishing to them
 
 	mu      sync.Mutex
 	handed  [][]int // per instance: numbers its broker took (Publish returned nil or a broker drop)
@@ -67,10 +68,16 @@ type faultRig struct {
 
 func newFaultRig(t *testing.T, tweak func(*Config)) *faultRig {
 	t.Helper()
-	r := redistest.Start(t)
-	g := &faultRig{t: t, r: r, dead: make([]atomic.Bool, 3), handed: make([][]int, 3), local: make([][]int, 3)}
+	return newFaultRigOn(t, redistest.Start(t), DefaultPrefix, tweak)
+}
+
+// newFaultRigOn builds the rig on an existing Redis, under prefix.
+func newFaultRigOn(t *testing.T, r *redistest.Server, prefix string, tweak func(*Config)) *faultRig {
+	t.Helper()
+	g := &faultRig{t: t, r: r, prefix: prefix, dead: make([]atomic.Bool, 3), handed: make([][]int, 3), local: make([][]int, 3)}
 	for i := range 3 {
 		cfg := faultConfig(r.URL())
+		cfg.Prefix = prefix
 		if tweak != nil {
 			tweak(&cfg)
 		}
@@ -85,7 +92,7 @@ func newFaultRig(t *testing.T, tweak func(*Config)) *faultRig {
 		g.subs = append(g.subs, c)
 	}
 	eventually(t, 10*time.Second, "3 instances subscribed and healthy", func() bool {
-		return numsub(t, r, "ws:ch:seq") == 3 && g.healthy()
+		return numsub(t, r, prefix+"ch:seq") == 3 && g.healthy()
 	})
 	return g
 }
