@@ -72,7 +72,7 @@ var (
 
 // names are the Redis key and channel names of one instance.
 type names struct {
-	prefix, ch, hist, hseq, conn, instance, instances, broadcast, sync, inst string
+	prefix, ch, hist, conn, instance, instances, broadcast, sync, inst string
 }
 
 func newNames(prefix, id string) names {
@@ -80,7 +80,6 @@ func newNames(prefix, id string) names {
 		prefix:    prefix,
 		ch:        prefix + "ch:",
 		hist:      prefix + "hist:",
-		hseq:      prefix + "hseq:",
 		conn:      prefix + "conn:",
 		instance:  prefix + "instance:",
 		instances: prefix + "instances",
@@ -200,7 +199,7 @@ func (b *Broker) Close() error {
 		close(b.quit)
 		b.wg.Wait()
 		for _, s := range b.subs {
-			close(s.handoff) // the readers have stopped: nothing sends on it any more
+			s.handoff.close() // the readers have stopped: nothing offers any more
 		}
 		b.workers.Wait()
 		_ = b.client.Close()

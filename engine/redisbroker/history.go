@@ -17,66 +17,77 @@ import (
 // stream. Each entry also records its predecessor's id (field p), so History
 // can tell "the client saw the entry just trimmed" (recoverable) from "entries
 // after the client's offset were trimmed" (not), and its publisher's sequence
-// tag (field s: origin|epoch:stream|seq).
+// tag (field s: "<origin>|<epoch>:<stream>|<seq>").
 //
-// The writer may send a publication twice (after a timeout: Redis may have
-// run it, perhaps while the subscribers were reconnecting), so the script
-// keeps, per channel and origin, the last sequence number it stored (hash
-// ws:hseq:<channel>, same TTL as the stream). A number it has seen is not
-// stored again: it finds the entry by its tag (scanning back from the newest,
-// at most dupScan entries) and publishes it again with its offset, for the
-// subscribers that missed it; those that have it drop the copy (seq.go). An
-// entry trimmed or past the scan is published without offset. If storing
-// fails for good (out of memory, a key of the wrong type), the script
-// publishes a void in the publication's place, so receivers see no hole in
-// the sequence, and returns an error starting with voidErrPrefix: the writer
-// counts the publication dropped.
+// The writer sends a publication again after an ambiguous failure (a
+// timeout: Redis may have run it, perhaps while the subscribers were
+// reconnecting), and says so (ARGV[8] = 1). Only then does the script look
+// for the entry, scanning back from the newest by tag: found, it publishes
+// it again with its offset, for the subscribers that missed it (those that
+// have it drop the copy, seq.go), and stores nothing; an entry of the same
+// stream with a lower number first means it was never stored: it is stored
+// now; reaching the oldest entry having passed higher numbers of the stream
+// means it was stored and trimmed since: it is published without offset.
+// Streams of one publisher are stored in order (one writer, one connection at
+// a time, a pipeline in order), which is what makes these answers exact. The
+// scan stops after dupScan entries (then it is stored).
 //
-// KEYS: stream, dedup hash. ARGV: pub/sub channel, MAXLEN, TTL in ms, envelope
-// head (up to the offset field), data, origin, "epoch:stream", seq, void
-// envelope.
+// If storing fails for good (out of memory, a key of the wrong type), the
+// script publishes a void in the publication's place, so receivers see no
+// hole in the sequence, and returns an error starting with voidErrPrefix: the
+// writer counts the publication dropped.
+//
+// KEYS: stream. ARGV: pub/sub channel, MAXLEN, TTL in ms, envelope head (up to
+// the offset field: version, kind, origin, epoch, stream, seq; the void is the
+// same with kind V), data, tag prefix ("<origin>|<epoch>:<stream>|"), seq,
+// resend (0 or 1).
 var publishScript = redis.NewScript(`
-local tag = ARGV[6] .. '|' .. ARGV[7] .. '|' .. ARGV[8]
+local pfx, seq = ARGV[6], tonumber(ARGV[7])
+local tag = pfx .. ARGV[7]
 local function find()
-  local from, seen = '+', 0
+  local from, seen, higher = '+', 0, false
   while seen < ` + dupScanLua + ` do
-    local es = redis.call('XREVRANGE', KEYS[1], from, '-', 'COUNT', 128)
-    if #es == 0 then return nil end
+    local es = redis.call('XREVRANGE', KEYS[1], from, '-', 'COUNT', 64)
+    local fresh = 0
     for _, e in ipairs(es) do
       if e[1] ~= from then
+        fresh = fresh + 1
+        seen = seen + 1
         local f = e[2]
         for i = 1, #f, 2 do
-          if f[i] == 's' and f[i + 1] == tag then return e[1] end
+          if f[i] == 's' then
+            local t = f[i + 1]
+            if t == tag then return 'dup', e[1] end
+            if string.sub(t, 1, #pfx) == pfx then
+              if tonumber(string.sub(t, #pfx + 1)) < seq then return 'new' end
+              higher = true
+            end
+          end
         end
-        seen = seen + 1
       end
     end
-    if #es < 128 then return nil end
+    if fresh == 0 then break end
     from = es[#es][1]
   end
-  return nil
+  if higher and seen < ` + dupScanLua + ` then return 'trimmed' end
+  return 'new'
 end
 local function store()
-  local last = redis.call('HGET', KEYS[2], ARGV[6])
-  if last then
-    local inc, n = string.match(last, '^(.*):(%d+)$')
-    if inc == ARGV[7] and tonumber(n) >= tonumber(ARGV[8]) then return false, find() end
+  if ARGV[8] == '1' then
+    local what, id = find()
+    if what ~= 'new' then return false, id end
   end
   local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
   local prev = ''
   if top[1] then prev = top[1][1] end
   local id = redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[2], '*', 'd', ARGV[5], 'p', prev, 's', tag)
-  redis.call('HSET', KEYS[2], ARGV[6], ARGV[7] .. ':' .. ARGV[8])
   local ttl = tonumber(ARGV[3])
-  if ttl > 0 then
-    redis.call('PEXPIRE', KEYS[1], ttl)
-    redis.call('PEXPIRE', KEYS[2], ttl)
-  end
+  if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
   return true, id
 end
 local ok, stored, id = pcall(store)
 if not ok then
-  redis.call('PUBLISH', ARGV[1], ARGV[9])
+  redis.call('PUBLISH', ARGV[1], '` + string(envelopeVersion) + string(kindVoid) + `' .. string.sub(ARGV[4], 3))
   return redis.error_reply('` + voidErrPrefix + ` ' .. tostring(stored and (stored.err or stored) or 'error'))
 end
 id = id or ''
@@ -85,17 +96,14 @@ if stored then return id end
 return 0
 `)
 
-// dupScan bounds how far back the script looks for the entry of a
-// publication sent twice. It only runs after an ambiguous failure, for the
-// few publications that were in flight.
-const (
-	dupScan    = 4096
-	dupScanLua = "4096"
-)
-
 // voidErrPrefix starts the error of a history publication the script could
 // not store (it published a void instead).
 const voidErrPrefix = "SHARDHUB_VOID"
+
+// dupScan bounds how far back the script looks for the entry of a
+// publication sent again. It only runs for the few publications that were in
+// flight when a command timed out.
+const dupScanLua = "4096"
 
 // Hold subscribes this instance to channel, apart from the engine's own
 // subscription, and returns once Redis confirmed it: every publication after

@@ -89,7 +89,7 @@ func newBrokerMetrics(b *Broker, set *metrics.Set) *brokerMetrics {
 	gauge(`shardhub_redis_handoff_queue_length`, func() float64 {
 		n := 0
 		for _, s := range b.subs {
-			n += len(s.handoff)
+			n += s.handoff.len()
 		}
 		return float64(n)
 	})

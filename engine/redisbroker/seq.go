@@ -63,6 +63,7 @@ type chanSeq struct {
 	stream    uint64
 	next      uint64 // last number assigned
 	confirmed uint64 // last number Redis took (a prefix: the writer's queue is FIFO)
+	tag       string // history: the sequence's tag prefix in stream entries (history.go), made on first use
 }
 
 // seqTable is a writer's sequences, by Redis channel. Two generations make

@@ -50,7 +50,7 @@ type subConn struct {
 	// handoff carries what the reader read to the worker, in order. Bounded
 	// by Config.HandoffQueue: when full, the reader drops the message and
 	// counts it lost (its sequence was recorded, so it is counted once).
-	handoff chan delivery
+	handoff *handoffQueue
 	warned  atomic.Bool // this connection's failure was logged in the current outage
 }
 
@@ -79,7 +79,7 @@ func newSubConn(b *Broker, idx int) *subConn {
 		kick:    make(chan struct{}, 1),
 		retry:   make(chan struct{}, 1),
 		trk:     newTracker(),
-		handoff: make(chan delivery, b.cfg.HandoffQueue),
+		handoff: newHandoffQueue(b.cfg.HandoffQueue),
 	}
 }
 
@@ -408,25 +408,34 @@ func (s *subConn) receive(rc, payload string) {
 			return
 		}
 	}
-	select {
-	case s.handoff <- delivery{rc: rc, e: e}:
-	default:
+	if !s.handoff.offer(delivery{rc: rc, e: e}) {
 		b.m.handoffOverflow.Inc()
 		if sequenced(e.kind) {
 			b.m.dropped[engine.DropBrokerLost].Inc()
 		}
 		b.logLimited("handoff", "redisbroker: hand-off queue full, engine not keeping up; message dropped (counted, reason broker_lost)",
-			"pubsub_conn", s.idx, "capacity", cap(s.handoff))
+			"pubsub_conn", s.idx, "capacity", s.handoff.max)
 	}
 }
+
+// workerBatch is how many deliveries a worker takes from its queue at once.
+const workerBatch = 64
 
 // work hands what the reader read to the engine, in order. Runs in its own
 // goroutine from Start until the hand-off queue is closed (Close, once the
 // readers have stopped).
 func (s *subConn) work() {
 	defer s.b.workers.Done()
-	for d := range s.handoff {
-		s.b.dispatch(d)
+	batch := make([]delivery, 0, workerBatch)
+	for {
+		var ok bool
+		if batch, ok = s.handoff.take(batch); !ok {
+			return
+		}
+		for i := range batch {
+			s.b.dispatch(batch[i])
+		}
+		clear(batch) // let the payloads go
 	}
 }
 

@@ -36,7 +36,7 @@ type pubItem struct {
 	rule  *HistoryRule // history settings; nil for a plain PUBLISH
 	seq   *chanSeq     // the channel's sequence, from the first send on
 	cseq  uint64       // this message's number in it
-	void  []byte       // history: the envelope the script publishes instead if it fails for good
+	sent  bool         // sent before: Redis may have run it (history: the script checks)
 }
 
 // writer sends its share of the channels to Redis, in order, in pipelines:
@@ -52,12 +52,11 @@ type writer struct {
 	maxMsgs  int
 	maxBytes int64
 
-	mu       sync.Mutex // guards items, head, msgs, bytes and sleeping.
-	items    []pubItem  // FIFO queue items[head:]; the first ones may be sent and unconfirmed
-	head     int
-	msgs     int   // messages in the queue (announcements excluded)
-	bytes    int64 // their data bytes
-	sleeping bool  // the writer waits on wake for a new message
+	mu       sync.Mutex    // guards q, msgs, bytes and sleeping.
+	q        fifo[pubItem] // the first items may be sent and unconfirmed
+	msgs     int           // messages in the queue (announcements excluded)
+	bytes    int64         // their data bytes
+	sleeping bool          // the writer waits on wake for a new message
 
 	wake    chan struct{} // capacity 1: something to do; a full channel already has a wake-up pending
 	syncReq atomic.Bool   // a sync request arrived: announce every sequence
@@ -99,7 +98,7 @@ func (w *writer) push(it pubItem, size int) error {
 		w.mu.Unlock()
 		return ErrQueueFull
 	}
-	w.items = append(w.items, it)
+	w.q.push(it)
 	w.msgs++
 	w.bytes += int64(size)
 	wake := w.sleeping
@@ -189,7 +188,9 @@ func (w *writer) announceAll() {
 		return
 	}
 	w.mu.Lock()
-	w.items = append(w.items, ann...)
+	for _, it := range ann {
+		w.q.push(it)
+	}
 	w.mu.Unlock()
 	b.m.announcements.Add(len(ann))
 }
@@ -199,13 +200,12 @@ func (w *writer) announceAll() {
 func (w *writer) sendBatch() int {
 	b := w.b
 	w.mu.Lock()
-	k := min(len(w.items)-w.head, b.cfg.MaxBatch)
-	batch := append(w.batch[:0], w.items[w.head:w.head+k]...)
-	if k == 0 {
+	batch := w.q.peek(w.batch[:0], b.cfg.MaxBatch)
+	if len(batch) == 0 {
 		w.sleeping = true
 	}
 	w.mu.Unlock()
-	if k == 0 {
+	if len(batch) == 0 {
 		return 0
 	}
 	resent := 0
@@ -220,10 +220,9 @@ func (w *writer) sendBatch() int {
 	}
 	if assigned { // keep the numbers for a resend: the queue's copies get them
 		w.mu.Lock()
-		for i := range batch {
-			q := &w.items[w.head+i]
-			q.start, q.seq, q.cseq, q.void = batch[i].start, batch[i].seq, batch[i].cseq, batch[i].void
-		}
+		w.q.each(len(batch), func(i int, q *pubItem) {
+			q.start, q.seq, q.cseq, q.sent = batch[i].start, batch[i].seq, batch[i].cseq, true
+		})
 		w.mu.Unlock()
 	}
 	b.m.resent.Add(resent)
@@ -279,9 +278,6 @@ func (w *writer) assign(it *pubItem) {
 	w.scratch = h
 	it.start = b.headroom - len(h)
 	copy(it.buf[it.start:], h)
-	if it.rule != nil {
-		it.void = appendSeqHead(make([]byte, 0, len(h)), kindVoid, b.id, b.epoch, cs.stream, cs.next)
-	}
 }
 
 // exec sends items as one pipeline. done is the prefix Redis answered (of it,
@@ -297,10 +293,16 @@ func (w *writer) exec(items []pubItem) (done, voided int, err error) {
 			pipe.Publish(ctx, it.rc, it.buf[it.start:])
 			continue
 		}
-		channel := it.rc[len(b.names.ch):]
-		publishScript.EvalSha(ctx, pipe, []string{b.names.hist + channel, b.names.hseq + channel},
+		if it.seq.tag == "" {
+			it.seq.tag = b.id + "|" + strconv.FormatUint(b.epoch, 10) + ":" + strconv.FormatUint(it.seq.stream, 10) + "|"
+		}
+		resend := 0
+		if it.sent {
+			resend = 1
+		}
+		publishScript.EvalSha(ctx, pipe, []string{b.names.hist + it.rc[len(b.names.ch):]},
 			it.rc, it.rule.Size, it.rule.TTL.Milliseconds(), it.buf[it.start:b.headroom], it.buf[b.headroom:],
-			b.id, strconv.FormatUint(b.epoch, 10)+":"+strconv.FormatUint(it.seq.stream, 10), it.cseq, it.void)
+			it.seq.tag, it.cseq, resend)
 	}
 	cmds, err := pipe.Exec(ctx)
 	if err == nil {
@@ -345,34 +347,18 @@ func (w *writer) confirm(items []pubItem, voided int) {
 	m.published.Add(msgs - voided)
 	m.dropped[engine.DropBrokerUnavailable].Add(voided)
 	w.mu.Lock()
-	clear(w.items[w.head : w.head+len(items)])
-	w.head += len(items)
+	w.q.pop(len(items))
 	w.msgs -= msgs
 	w.bytes -= bytes
-	w.compactLocked()
 	w.mu.Unlock()
-}
-
-// compactLocked reclaims the consumed head of the queue once it is the larger
-// part. The caller holds w.mu.
-func (w *writer) compactLocked() {
-	if w.head == len(w.items) {
-		w.items, w.head = w.items[:0], 0
-		return
-	}
-	if w.head > 1024 && w.head*2 > len(w.items) {
-		n := copy(w.items, w.items[w.head:])
-		clear(w.items[n:])
-		w.items, w.head = w.items[:n], 0
-	}
 }
 
 // dropAll empties the queue, counting its messages dropped for reason.
 func (w *writer) dropAll(reason engine.DropReason) {
 	w.mu.Lock()
 	n := w.msgs
-	clear(w.items)
-	w.items, w.head, w.msgs, w.bytes = w.items[:0], 0, 0, 0
+	w.q.reset()
+	w.msgs, w.bytes = 0, 0
 	w.mu.Unlock()
 	w.b.m.dropped[reason].Add(n)
 }
