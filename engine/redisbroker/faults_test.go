@@ -131,15 +131,6 @@ func (g *faultRig) publish() {
 	}
 }
 
-// publishFor publishes every 5ms for d.
-func (g *faultRig) publishFor(d time.Duration) {
-	t := time.NewTicker(5 * time.Millisecond)
-	defer t.Stop()
-	for end := time.Now().Add(d); time.Now().Before(end); <-t.C {
-		g.publish()
-	}
-}
-
 // during publishes while fault runs, and for lead before and after it.
 func (g *faultRig) during(lead time.Duration, fault func()) {
 	stop := make(chan struct{})

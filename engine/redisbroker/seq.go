@@ -109,8 +109,6 @@ func (t *seqTable) each(f func(rc string, cs *chanSeq)) {
 	}
 }
 
-func (t *seqTable) len() int { return len(t.cur) + len(t.prev) }
-
 // position is the last message a receiver saw from one origin on one channel.
 type position struct {
 	epoch, stream, seq uint64

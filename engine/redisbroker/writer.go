@@ -127,6 +127,7 @@ func (w *writer) run() {
 	b := w.b
 	tick := time.NewTicker(writerTick)
 	defer tick.Stop()
+	last := time.Now() // of periodic: it runs at least every writerTick, busy or not
 	for {
 		select {
 		case <-b.quit:
@@ -134,21 +135,21 @@ func (w *writer) run() {
 			return
 		default:
 		}
+		now := time.Now()
+		if now.Sub(last) >= writerTick {
+			last = now
+			w.periodic(now)
+		}
 		ready := b.ready.Load()
 		if !ready && b.cfg.BacklogMessages < 0 {
 			w.dropAll(engine.DropBrokerUnavailable)
 		}
-		n := 0
-		if ready && !time.Now().Before(w.retryAt) {
-			n = w.sendBatch()
-		}
-		if n > 0 {
+		if ready && !now.Before(w.retryAt) && w.sendBatch() > 0 {
 			continue
 		}
 		select {
 		case <-w.wake:
-		case now := <-tick.C:
-			w.periodic(now)
+		case <-tick.C:
 		case <-b.quit:
 		}
 	}
