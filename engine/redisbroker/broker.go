@@ -290,9 +290,9 @@ func (b *Broker) enqueue(it pubItem, data []byte) error {
 }
 
 // Ledger returns the broker's account of the messages that cross it
-// (engine.BrokerLedger): Handed = Published + Σ Dropped (except
-// DropBrokerLost) + Backlog at any quiescent moment, and Lost =
-// Dropped[DropBrokerLost]. It does not block on the network.
+// (engine.BrokerLedger): Handed = Published + Σ Dropped + Backlog at any
+// quiescent moment; Received and Lost are other instances' messages, outside
+// that balance. It does not block on the network.
 func (b *Broker) Ledger() engine.BrokerLedger {
 	if !b.started.Load() {
 		return engine.BrokerLedger{Dropped: map[engine.DropReason]uint64{}}
@@ -302,7 +302,7 @@ func (b *Broker) Ledger() engine.BrokerLedger {
 		Handed:    m.handed.Get(),
 		Published: m.published.Get(),
 		Received:  m.received.Get(),
-		Lost:      m.dropped[engine.DropBrokerLost].Get(),
+		Lost:      m.lost.Get(),
 		Dropped:   make(map[engine.DropReason]uint64, len(m.dropped)),
 	}
 	for r, c := range m.dropped {

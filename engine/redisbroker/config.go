@@ -104,7 +104,7 @@ type Config struct {
 	// HandoffQueue bounds, per subscriber connection, the messages read from
 	// Redis and not yet handed to the engine: the connection's reader never
 	// waits for the engine. When it is full a message is dropped and counted
-	// lost (shardhub_broker_dropped_total{reason="broker_lost"} and
+	// lost (shardhub_broker_lost_total and
 	// shardhub_redis_handoff_overflow_total). Zero means 16384.
 	HandoffQueue int
 	// PeerWait bounds how long, after an outage, this instance holds its

@@ -26,7 +26,7 @@
 //
 // Every message Publish or Broadcast takes is in the broker's ledger
 // (Broker.Ledger, engine.BrokerLedger): Handed = Published + Σ Dropped +
-// Backlog at any quiescent moment, where Dropped excludes DropBrokerLost.
+// Backlog at any quiescent moment.
 // Publish returns nil once the message is queued in the backlog: it will be
 // published, in order, or counted dropped with a reason (shutdown; a history
 // publication Redis refused for good). It returns an error, and counts the
@@ -36,7 +36,8 @@
 // timed out in Redis (frozen, paused, busy) stays in the backlog and is sent
 // again: receivers drop the copy if the first one arrived. On the receiving
 // side, Received counts what was handed to the engine and Lost what sequence
-// numbers show missing (Dropped[DropBrokerLost]).
+// numbers show missing (engine.DropBrokerLost: they were accepted, and are
+// counted, by the instances that published them).
 //
 // # Concurrency
 //

@@ -8,9 +8,11 @@ import (
 	"github.com/shardhub/shardhub/engine"
 )
 
-// ledgerReasons are the drop reasons the broker counts, pre-created at zero.
+// ledgerReasons are the reasons the broker drops this instance's messages
+// for, pre-created at zero. Other instances' messages found missing are
+// counted apart (lost): they are outside the Handed balance.
 var ledgerReasons = []engine.DropReason{
-	engine.DropBrokerUnavailable, engine.DropBacklogOverflow, engine.DropBrokerLost, engine.DropShutdown,
+	engine.DropBrokerUnavailable, engine.DropBacklogOverflow, engine.DropShutdown,
 }
 
 // brokerMetrics live in the engine's metrics set (BrokerHandler.Metrics).
@@ -18,8 +20,8 @@ type brokerMetrics struct {
 	set *metrics.Set
 
 	// The ledger (Broker.Ledger).
-	handed, published, received *metrics.Counter
-	dropped                     map[engine.DropReason]*metrics.Counter
+	handed, published, received, lost *metrics.Counter
+	dropped                           map[engine.DropReason]*metrics.Counter
 
 	outage                            *metrics.FloatCounter
 	reconnects, probeFailures         *metrics.Counter
@@ -43,6 +45,7 @@ func newBrokerMetrics(b *Broker, set *metrics.Set) *brokerMetrics {
 	m.handed = counter(`shardhub_broker_handed_total`)
 	m.published = counter(`shardhub_broker_published_total`)
 	m.received = counter(`shardhub_broker_received_total`)
+	m.lost = counter(`shardhub_broker_lost_total`)
 	for _, r := range ledgerReasons {
 		m.dropped[r] = counter(fmt.Sprintf(`shardhub_broker_dropped_total{reason=%q}`, r.String()))
 	}

@@ -11,8 +11,6 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-
-	"github.com/shardhub/shardhub/engine"
 )
 
 func rand01() float64 { return rand.Float64() }
@@ -396,8 +394,8 @@ func (s *subConn) receive(rc, payload string) {
 		v, lost := s.trk.observe(rc, &e, b.coarseNow())
 
 		if lost > 0 {
-			b.m.dropped[engine.DropBrokerLost].Add(int(lost))
-			b.logLimited("lost", "redisbroker: messages of another instance missed (counted, reason broker_lost)",
+			b.m.lost.Add(int(lost))
+			b.logLimited("lost", "redisbroker: messages of another instance missed (counted lost)",
 				"channel", rc, "origin", e.origin, "missed", lost)
 		}
 		switch {
@@ -411,9 +409,9 @@ func (s *subConn) receive(rc, payload string) {
 	if !s.handoff.offer(delivery{rc: rc, e: e}) {
 		b.m.handoffOverflow.Inc()
 		if sequenced(e.kind) {
-			b.m.dropped[engine.DropBrokerLost].Inc()
+			b.m.lost.Inc()
 		}
-		b.logLimited("handoff", "redisbroker: hand-off queue full, engine not keeping up; message dropped (counted, reason broker_lost)",
+		b.logLimited("handoff", "redisbroker: hand-off queue full, engine not keeping up; message dropped (counted lost)",
 			"pubsub_conn", s.idx, "capacity", s.handoff.max)
 	}
 }
