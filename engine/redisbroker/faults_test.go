@@ -59,6 +59,9 @@ type faultRig struct {
 	subs   []*client
 	dead   []atomic.Bool // instances killed by the test: no more publishing to them
 
+	gotMu sync.Mutex // guards got.
+	got   [][][]int  // per subscriber, per publisher: the numbers received, in order (collect)
+
 	mu      sync.Mutex
 	handed  [][]int // per instance: numbers its broker took (Publish returned nil or a broker drop)
 	local   [][]int // per instance: numbers its own subscribers must have (delivered locally)
@@ -75,6 +78,9 @@ func newFaultRig(t *testing.T, tweak func(*Config)) *faultRig {
 func newFaultRigOn(t *testing.T, r *redistest.Server, prefix string, tweak func(*Config)) *faultRig {
 	t.Helper()
 	g := &faultRig{t: t, r: r, prefix: prefix, dead: make([]atomic.Bool, 3), handed: make([][]int, 3), local: make([][]int, 3)}
+	for range 3 {
+		g.got = append(g.got, make([][]int, 3))
+	}
 	for i := range 3 {
 		cfg := faultConfig(r.URL())
 		cfg.Prefix = prefix
@@ -156,23 +162,38 @@ func (g *faultRig) during(lead time.Duration, fault func()) {
 	<-done
 }
 
-// received is what one subscriber got, by publisher, in arrival order.
-func (g *faultRig) received(c *client, into [][]int) ([][]int, error) {
-	for {
-		select {
-		case m := <-c.msgs:
-			if m.Type != "message" {
-				return into, fmt.Errorf("client %s: unexpected %+v", c.id, m)
+// collect moves what the subscribers received into g.got. Long runs (the
+// soak) call it as they go: a subscriber buffers at most 16,384 messages.
+func (g *faultRig) collect() error {
+	g.gotMu.Lock()
+	defer g.gotMu.Unlock()
+	for x, c := range g.subs {
+		for drained := false; !drained; {
+			select {
+			case m := <-c.msgs:
+				if m.Type != "message" {
+					return fmt.Errorf("client %s: unexpected %+v", c.id, m)
+				}
+				var v seqMsg
+				if err := json.Unmarshal(m.Data, &v); err != nil {
+					return err
+				}
+				g.got[x][v.P] = append(g.got[x][v.P], v.N)
+			default:
+				drained = true
 			}
-			var v seqMsg
-			if err := json.Unmarshal(m.Data, &v); err != nil {
-				return into, err
-			}
-			into[v.P] = append(into[v.P], v.N)
-		default:
-			return into, nil
 		}
 	}
+	return nil
+}
+
+// set returns the numbers of s as a set.
+func set(s []int) map[int]bool {
+	m := make(map[int]bool, len(s))
+	for _, n := range s {
+		m[n] = true
+	}
+	return m
 }
 
 // ledgerDrops is an instance's broker-leg drops: messages it took and will
@@ -190,10 +211,7 @@ func ledgerDrops(l engine.BrokerLedger) uint64 {
 func (g *faultRig) verify() {
 	t := g.t
 	t.Helper()
-	got := make([][][]int, len(g.nodes))
-	for i := range got {
-		got[i] = make([][]int, len(g.nodes))
-	}
+	got := g.got
 	balance := func(x int) (missing, accounted uint64) {
 		lx := g.nodes[x].b.Ledger()
 		accounted = lx.Lost
@@ -208,11 +226,8 @@ func (g *faultRig) verify() {
 	}
 	var why string
 	ok := func() bool {
-		for x, c := range g.subs {
-			var err error
-			if got[x], err = g.received(c, got[x]); err != nil {
-				t.Fatal(err)
-			}
+		if err := g.collect(); err != nil {
+			t.Fatal(err)
 		}
 		for i, n := range g.nodes {
 			l := n.b.Ledger()
@@ -242,13 +257,14 @@ func (g *faultRig) verify() {
 			for x := range g.nodes {
 				for a := range g.nodes {
 					var miss []int
+					have := set(got[x][a])
 					for _, n := range g.handed[a] {
-						if !contains(got[x][a], n) {
+						if !have[n] {
 							miss = append(miss, n)
 						}
 					}
 					if len(miss) > 0 {
-						t.Logf("node%d misses of node%d: %v", x, a, miss)
+						t.Logf("node%d misses %d of node%d's messages: %v", x, len(miss), a, miss[:min(len(miss), 20)])
 					}
 				}
 				l := g.nodes[x].b.Ledger()
@@ -293,8 +309,9 @@ func (g *faultRig) verify() {
 			if a == x {
 				want = g.local[x]
 			}
+			took := set(want)
 			for _, n := range seq {
-				if !contains(want, n) {
+				if !took[n] {
 					t.Errorf("node%d's subscriber got message %d of node%d, which node%d never took", x, n, a, a)
 				}
 			}
@@ -326,15 +343,6 @@ func (g *faultRig) verify() {
 			metricValue(t, n.e.Metrics(), "shardhub_redis_resent_total"),
 			metricValue(t, n.e.Metrics(), "shardhub_redis_duplicates_total"))
 	}
-}
-
-func contains(s []int, n int) bool {
-	for _, v := range s {
-		if v == n {
-			return true
-		}
-	}
-	return false
 }
 
 func (g *faultRig) metricSum(name string) float64 {

@@ -246,6 +246,25 @@ func TestSoak(t *testing.T) {
 	})
 	st := &soakStats{}
 	ids := &recentIDs{}
+	// The numbered stream's subscribers buffer 16,384 messages: collect as we go.
+	collectStop := make(chan struct{})
+	collectDone := make(chan error, 1)
+	go func() {
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-collectStop:
+				collectDone <- nil
+				return
+			case <-tick.C:
+			}
+			if err := rig.collect(); err != nil {
+				collectDone <- err
+				return
+			}
+		}
+	}()
 
 	runChurn := func(d time.Duration, during func()) {
 		stop := make(chan struct{})
@@ -327,6 +346,10 @@ func TestSoak(t *testing.T) {
 		st.sends.Load(), st.serverSends.Load(), st.broadcasts.Load())
 
 	// The numbered stream: every message delivered or counted.
+	close(collectStop)
+	if err := <-collectDone; err != nil {
+		t.Fatal(err)
+	}
 	rig.verify()
 	// Every broker's ledger closes.
 	for _, n := range append(append([]*node{}, nodes...), rig.nodes...) {
