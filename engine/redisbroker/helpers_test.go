@@ -44,12 +44,12 @@ type node struct {
 
 func newNode(tb testing.TB, id string, cfg Config) *node {
 	tb.Helper()
-	return newNodeWith(tb, id, cfg, engine.Config{})
+	return newNodeWith(tb, id, cfg, engine.Config{}, server.Options{})
 }
 
-// newNodeWith is newNode with engine settings (Broker, InstanceID, Shards and
-// InboundRate are set here).
-func newNodeWith(tb testing.TB, id string, cfg Config, ecfg engine.Config) *node {
+// newNodeWith is newNode with engine and server settings (Broker, InstanceID,
+// Shards, InboundRate and AllowClientSend, Health and Cluster are set here).
+func newNodeWith(tb testing.TB, id string, cfg Config, ecfg engine.Config, opts server.Options) *node {
 	tb.Helper()
 	b, err := New(cfg)
 	if err != nil {
@@ -61,7 +61,8 @@ func newNodeWith(tb testing.TB, id string, cfg Config, ecfg engine.Config) *node
 		tb.Fatal(err)
 	}
 	n := &node{tb: tb, e: e, b: b}
-	n.srv = httptest.NewServer(server.Handler(e, server.Options{Health: b.Health, Cluster: b.Cluster}))
+	opts.Health, opts.Cluster = b.Health, b.Cluster
+	n.srv = httptest.NewServer(server.Handler(e, opts))
 	tb.Cleanup(n.stop)
 	return n
 }

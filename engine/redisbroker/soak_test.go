@@ -33,6 +33,7 @@ import (
 
 	"github.com/shardhub/shardhub/engine"
 	"github.com/shardhub/shardhub/engine/redisbroker/redistest"
+	"github.com/shardhub/shardhub/engine/server"
 )
 
 var (
@@ -234,7 +235,7 @@ func TestSoak(t *testing.T) {
 		cfg := fastConfig(r.URL())
 		cfg.History = []HistoryRule{{Prefix: "h.", Size: 50, TTL: soakHistoryTTL}}
 		cfg.Logger = quiet
-		nodes = append(nodes, newNodeWith(t, fmt.Sprintf("churn%d", i), cfg, engine.Config{Logger: silent}))
+		nodes = append(nodes, newNodeWith(t, fmt.Sprintf("churn%d", i), cfg, engine.Config{Logger: silent}, server.Options{}))
 	}
 	eventually(t, 10*time.Second, "churn cluster healthy", func() bool {
 		for _, n := range nodes {
