@@ -18,9 +18,10 @@ import (
 // Broker links engines through Redis. Create it with New, hand it to
 // engine.Config.Broker; the engine starts it and closes it on Shutdown.
 type Broker struct {
-	cfg    Config
-	client *redis.Client
-	log    *slog.Logger
+	cfg         Config
+	client      *redis.Client
+	probeClient *redis.Client // one connection of the prober's own
+	log         *slog.Logger
 
 	// Set by Start, read-only after.
 	h        engine.BrokerHandler
@@ -105,14 +106,17 @@ func New(cfg Config) (*Broker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: URL: %v", ErrInvalidConfig, err)
 	}
+	popt := *opt
+	popt.PoolSize, popt.MinIdleConns, popt.MaxIdleConns = 1, 0, 1
 	b := &Broker{
-		cfg:      cfg,
-		client:   redis.NewClient(opt),
-		log:      cfg.Logger,
-		quit:     make(chan struct{}),
-		poke:     make(chan struct{}, 1),
-		probeReq: make(chan struct{}, 1),
-		logLast:  make(map[string]time.Time),
+		cfg:         cfg,
+		client:      redis.NewClient(opt),
+		probeClient: redis.NewClient(&popt),
+		log:         cfg.Logger,
+		quit:        make(chan struct{}),
+		poke:        make(chan struct{}, 1),
+		probeReq:    make(chan struct{}, 1),
+		logLast:     make(map[string]time.Time),
 	}
 	return b, nil
 }
@@ -203,6 +207,7 @@ func (b *Broker) Close() error {
 		}
 		b.workers.Wait()
 		_ = b.client.Close()
+		_ = b.probeClient.Close()
 	})
 	return nil
 }

@@ -7,6 +7,11 @@ func (b *Broker) crash() {
 		b.abandon = true
 		close(b.quit)
 		b.wg.Wait()
+		for _, s := range b.subs {
+			s.handoff.close()
+		}
+		b.workers.Wait()
 		_ = b.client.Close()
+		_ = b.probeClient.Close()
 	})
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"strconv"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 const (
@@ -129,7 +131,7 @@ func (b *Broker) evaluate(now time.Time, o *outage) {
 		for _, s := range b.subs {
 			s.signal(s.retry)
 			s.mu.Lock()
-			s.probeDue = time.Time{}
+			s.probeDue, s.probeAck = time.Time{}, time.Time{}
 			s.mu.Unlock()
 		}
 		b.reg.resyncNow()
@@ -242,10 +244,14 @@ func (b *Broker) requestAnnouncements() {
 }
 
 // prober publishes, every ProbeInterval, a probe on each live subscriber
-// connection's probe channel; checkProbes declares dead a connection that
-// delivered nothing (probe or anything else) within ProbeTimeout of the
-// probe being due, whether or not the probe's PUBLISH went through: a frozen
-// Redis answers neither. Runs in its own goroutine until Close.
+// connection's probe channel, over a connection of its own (a busy pool must
+// not delay it); checkProbes declares dead a connection that delivered
+// nothing (probe or anything else) within ProbeTimeout of Redis answering the
+// probe's PUBLISH — or of the probe being due, when Redis does not answer:
+// a frozen Redis answers neither, and the connection is replaced all the
+// same. A PUBLISH that reached no subscriber means Redis lost the
+// subscription: that connection is replaced at once. Runs in its own
+// goroutine until Close.
 func (b *Broker) prober() {
 	defer b.wg.Done()
 	if b.cfg.ProbeInterval <= 0 {
@@ -291,12 +297,27 @@ func (b *Broker) sendProbes(now time.Time, n int64) {
 	ctx, cancel := context.WithTimeout(context.Background(), b.cfg.ProbeTimeout)
 	defer cancel()
 	token := []byte(strconv.FormatInt(n, 10))
-	pipe := b.client.Pipeline()
-	for _, s := range due {
-		pipe.Publish(ctx, s.probe, encode(kindProbe, b.id, token))
+	pipe := b.probeClient.Pipeline()
+	cmds := make([]*redis.IntCmd, len(due))
+	for i, s := range due {
+		cmds[i] = pipe.Publish(ctx, s.probe, encode(kindProbe, b.id, token))
 	}
-	if _, err := pipe.Exec(ctx); err != nil && isNetworkError(err) {
-		b.markDown(err, now)
+	if _, err := pipe.Exec(ctx); err != nil {
+		if isNetworkError(err) {
+			b.markDown(err, now)
+		}
+		return
+	}
+	acked := time.Now()
+	for i, s := range due {
+		s.mu.Lock()
+		if s.probeDue.Equal(now) {
+			s.probeAck = acked
+			if cmds[i].Val() == 0 { // Redis has no subscriber on it: the subscription is gone
+				s.probeAck = now.Add(-b.cfg.ProbeTimeout)
+			}
+		}
+		s.mu.Unlock()
 	}
 }
 
@@ -305,20 +326,23 @@ func (b *Broker) sendProbes(now time.Time, n int64) {
 func (b *Broker) checkProbes(now time.Time) {
 	for _, s := range b.subs {
 		s.mu.Lock()
-		due := s.probeDue
+		due, from := s.probeDue, s.probeDue
+		if !s.probeAck.IsZero() {
+			from = s.probeAck
+		}
 		switch {
 		case due.IsZero() || !s.connected:
 			s.mu.Unlock()
 			continue
 		case s.recv.Load() != s.probeMark:
-			s.probeDue = time.Time{} // it delivered: alive
+			s.probeDue, s.probeAck = time.Time{}, time.Time{} // it delivered: alive
 			s.mu.Unlock()
 			continue
-		case now.Sub(due) <= b.cfg.ProbeTimeout:
+		case now.Sub(from) <= b.cfg.ProbeTimeout:
 			s.mu.Unlock()
 			continue
 		}
-		s.probeDue = time.Time{}
+		s.probeDue, s.probeAck = time.Time{}, time.Time{}
 		s.mu.Unlock()
 		b.m.probeFailures.Inc()
 		b.noteFailure(due)

@@ -227,12 +227,21 @@ func TestSoak(t *testing.T) {
 	silent := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
 	slog.SetDefault(quiet)
 
+	// Production timing for what decides an outage (the probe, the command
+	// timeout), unlike the fault tests: on a busy machine their short
+	// timeouts declare outages that are not there (they would balance all
+	// the same). Short TTLs and refreshes, so keys come and go.
+	production := func(c *Config) {
+		c.URL = r.URL()
+		c.ProbeInterval, c.ProbeTimeout = 0, 0
+	}
 	// The numbered stream, checked message by message.
-	rig := newFaultRigOn(t, r, "seq:", nil)
+	rig := newFaultRigOn(t, r, "seq:", production)
 	// The churn cluster.
 	var nodes []*node
 	for i := range 3 {
 		cfg := fastConfig(r.URL())
+		production(&cfg)
 		cfg.History = []HistoryRule{{Prefix: "h.", Size: 50, TTL: soakHistoryTTL}}
 		cfg.Logger = quiet
 		nodes = append(nodes, newNodeWith(t, fmt.Sprintf("churn%d", i), cfg, engine.Config{Logger: silent}, server.Options{}))

@@ -37,6 +37,7 @@ type subConn struct {
 	gen       uint64                   // connection generation, bumped on each new connection
 	connected bool                     // the probe channel's subscription is confirmed on the current connection
 	probeDue  time.Time                // a probe was due then and nothing has arrived since; zero when none is outstanding
+	probeAck  time.Time                // Redis answered the outstanding probe's PUBLISH then; zero until it does
 	probeMark uint64                   // recv when the probe was due
 
 	wake  chan struct{} // capacity 1: want changed; a full channel already has a wake-up pending
@@ -180,7 +181,7 @@ func (s *subConn) session(reconnect bool) (ok bool, err error) {
 	s.mu.Lock()
 	s.gen++
 	gen := s.gen
-	s.probeDue = time.Time{}
+	s.probeDue, s.probeAck = time.Time{}, time.Time{}
 	chans := make([]string, 0, len(s.want)+1)
 	for rc, sub := range s.want {
 		chans = append(chans, rc)
@@ -201,7 +202,7 @@ func (s *subConn) session(reconnect bool) (ok bool, err error) {
 	defer func() {
 		s.mu.Lock()
 		s.connected = false
-		s.probeDue = time.Time{}
+		s.probeDue, s.probeAck = time.Time{}, time.Time{}
 		s.mu.Unlock()
 		b.noteFailure(time.Now())
 		_ = ps.Close()
