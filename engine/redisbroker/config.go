@@ -93,9 +93,11 @@ type Config struct {
 	// flush are written to the registry. Zero means 200ms.
 	RegistryFlush time.Duration
 	// ProbeInterval is the period of the liveness probe of each subscriber
-	// connection: a PUBLISH on the connection's probe channel that must come
-	// back within ProbeTimeout, or the connection is considered wedged and
-	// replaced. Zero means 5s; negative disables probes.
+	// connection: a PUBLISH on the connection's probe channel, after which
+	// the connection must deliver something (the probe or any message)
+	// within ProbeTimeout of Redis answering the PUBLISH — or of the probe
+	// being due, if Redis does not answer (frozen) — or it is declared dead
+	// and replaced. Zero means 5s; negative disables probes.
 	ProbeInterval time.Duration
 	// ProbeTimeout: see ProbeInterval. It is also how long a new subscriber
 	// connection may take to get its first SUBSCRIBE confirmed before it is
