@@ -120,9 +120,11 @@ func (c *Conn) Init(id string, t transport.Transport) {
 // ID returns the connection id.
 func (c *Conn) ID() string { return c.id }
 
-// Touch records that a frame was read from the peer at now. A connection that
-// was touched once is closed by its shard's idle sweep (1001, "ping timeout")
-// when it stays silent for Config.IdleTimeout. Call it from the reader only.
+// Touch records that the peer was alive at now: the reader calls it for
+// every frame read, and the drain goroutine for every blocking write the peer
+// took part of. A connection that was touched once is closed by its shard's
+// idle sweep (1001, "ping timeout") when it stays silent for
+// Config.IdleTimeout.
 func (c *Conn) Touch(now time.Time) {
 	if s := uint32(now.Unix()); c.seen.Load() != s {
 		c.seen.Store(s)
@@ -677,6 +679,11 @@ func (c *Conn) drain() {
 		clear(bufs)
 		c.countBytes(n)
 
+		if n > 0 {
+			// The peer takes what it is sent: it is reading, so it is alive even
+			// when the pings it must answer wait behind this backlog.
+			c.Touch(time.Now())
+		}
 		c.mu.Lock()
 		c.countWritten(c.consumeLocked(n))
 		c.syncPendingLocked()

@@ -2,6 +2,7 @@ package shard
 
 import (
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -173,5 +174,55 @@ func TestBarrier(t *testing.T) {
 	<-s.Done()
 	if err := s.Barrier(); err != ErrShutdown {
 		t.Fatalf("Barrier on a stopped shard = %v", err)
+	}
+}
+
+// trickle takes at most chunk bytes per blocking write, slowly, like a client
+// that reads steadily but slower than it is sent to.
+type trickle struct {
+	recorder
+	chunk int
+	every time.Duration
+}
+
+func (t *trickle) TryWrite([][]byte) (int, error) { return 0, nil }
+
+func (t *trickle) Write(bufs [][]byte, deadline time.Time) (int, error) {
+	time.Sleep(t.every)
+	var part [][]byte
+	n := 0
+	for _, b := range bufs {
+		if n+len(b) > t.chunk {
+			b = b[:t.chunk-n]
+		}
+		part = append(part, b)
+		n += len(b)
+		if n >= t.chunk {
+			break
+		}
+	}
+	return t.recorder.Write(part, deadline)
+}
+
+// TestSlowReaderIsNotSilent: a connection whose backlog takes longer than the
+// idle timeout to write, but keeps being written, is not closed as silent
+// (its pings wait behind the backlog; its writes show it reads).
+func TestSlowReaderIsNotSilent(t *testing.T) {
+	t.Parallel()
+	s := startShard(t, Config{IdleTimeout: time.Second, PingInterval: 300 * time.Millisecond,
+		Limits: Limits{MaxMessages: 1 << 16, MaxBytes: 1 << 30}})
+	tr := &trickle{chunk: 20000, every: 100 * time.Millisecond}
+	c := NewConn("slow", tr)
+	if err := s.Register(c); err != nil {
+		t.Fatal(err)
+	}
+	c.Touch(time.Now())
+	const n = 700 // 700 × 1 KB at 200 KB/s: ~3.5 s, past the idle timeout (seconds granular) twice
+	for i := range n {
+		s.Broadcast(textFrame(fmt.Sprintf("%04d%s", i, strings.Repeat("x", 1000))))
+	}
+	waitFor(t, "the backlog written", func() bool { return len(tr.texts(t)) == n })
+	if cause := c.Cause(); cause != "" || c.Closed() {
+		t.Fatalf("closed (%q) while its backlog was being written", cause)
 	}
 }
