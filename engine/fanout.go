@@ -2,6 +2,7 @@ package engine
 
 import (
 	"math/bits"
+	"time"
 	"unicode/utf8"
 
 	"github.com/shardhub/shardhub/shard/frame"
@@ -92,18 +93,41 @@ func (e *Engine) push(src source, o outbound) error {
 	}
 	select {
 	case q <- o:
-		if o.kind == outBroadcast {
-			e.metrics.broadcasts.Inc()
-		} else {
-			e.metrics.publications.Inc()
-		}
-		return nil
 	default:
-		o.frame.Release()
-		e.ledger.drop(DropQueueFull)
-		e.metrics.dropped.Inc()
-		return ErrQueueFull
+		if src != srcBroker || !e.waitForRoom(q, o) {
+			o.frame.Release()
+			e.ledger.drop(DropQueueFull)
+			e.metrics.dropped.Inc()
+			return ErrQueueFull
+		}
 	}
+	if o.kind == outBroadcast {
+		e.metrics.broadcasts.Inc()
+	} else {
+		e.metrics.publications.Inc()
+	}
+	return nil
+}
+
+// brokerWait is how long a message from the broker waits for room in a full
+// broadcast queue. The broker hands messages over from a worker of its own,
+// not from its Redis reader, so waiting a little turns a burst (an outage's
+// backlog flushed at once) into back-pressure on the broker's hand-off queue
+// rather than drops here.
+const brokerWait = time.Second
+
+// waitForRoom puts o on q within brokerWait; false when it stayed full (or the
+// engine stopped).
+func (e *Engine) waitForRoom(q chan outbound, o outbound) bool {
+	t := time.NewTimer(brokerWait)
+	defer t.Stop()
+	select {
+	case q <- o:
+		return true
+	case <-t.C:
+	case <-e.quit:
+	}
+	return false
 }
 
 // coordinate is the fan-out coordinator. Runs in its own goroutine until

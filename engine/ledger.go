@@ -60,7 +60,9 @@ func (r DropReason) String() string {
 }
 
 // BrokerLedger is a broker's account of the messages that cross it. For the
-// messages the engine hands it (Publish and Broadcast returning nil):
+// messages the engine hands it (every Publish and Broadcast call: one it
+// refuses at once is counted in Handed and in Dropped together, and the engine
+// does not count that drop again):
 //
 //	Handed = Published + Σ Dropped + Backlog
 //

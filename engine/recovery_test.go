@@ -254,3 +254,29 @@ func goroutines() string {
 	buf := make([]byte, 1<<20)
 	return string(buf[:runtime.Stack(buf, true)])
 }
+
+// TestBrokerBurstWaitsForRoom: a burst from the broker (an outage's backlog
+// flushed at once) larger than the broadcast queue waits for room instead of
+// being dropped: the broker hands messages over from a goroutine that may wait.
+func TestBrokerBurstWaitsForRoom(t *testing.T) {
+	t.Parallel()
+	b := newMemHistory()
+	ts := startServer(t, engine.Config{Broker: b, BroadcastQueue: 4, ShardInbox: 4}, server.Options{})
+	c := dial(t, ts, "", nil)
+	c.send(map[string]any{"type": "subscribe", "channel": "h"})
+	c.next("subscribed")
+	const n = 2000
+	for i := 1; i <= n; i++ {
+		if err := ts.e.Publish("h", fmt.Appendf(nil, `{"n":%d}`, i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 1; i <= n; i++ {
+		if m := c.next("message"); seqOf(t, m) != i {
+			t.Fatalf("got %d, want %d", seqOf(t, m), i)
+		}
+	}
+	if d := ts.e.Ledger().Messages.Dropped[engine.DropQueueFull]; d != 0 {
+		t.Fatalf("%d dropped for a full queue", d)
+	}
+}
